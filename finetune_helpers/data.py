@@ -1,0 +1,114 @@
+"""Data for both profiles as uint8 image tensors, and a loader that batches them on the model's device."""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .profiles import get_profile
+
+DIGITS_TEST_SIZE = 500
+
+
+@dataclass
+class ImageData:
+    """Train/test images (uint8, N×3×H×W), labels, class names and how to normalise/augment them."""
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list
+    mean: tuple = (0.5, 0.5, 0.5)
+    std: tuple = (0.5, 0.5, 0.5)
+    train_transform: Optional[Callable] = None  # float batch in [0, 1] -> float batch (augmentation)
+    test_transform: Optional[Callable] = None
+
+    @property
+    def num_classes(self):
+        """Number of target classes."""
+        return len(self.classes)
+
+
+def few_label_split(labels, labels_per_class, seed=0, exclude=()):
+    """Indices of `labels_per_class` examples of every class, chosen with `seed`, skipping `exclude`."""
+    labels = np.asarray(labels)
+    pool = np.setdiff1d(np.arange(len(labels)), np.asarray(exclude, dtype=int))
+    counts = np.bincount(labels[pool], minlength=labels.max() + 1)
+    if labels_per_class < 1 or labels_per_class > counts.min():
+        raise ValueError(f"labels_per_class={labels_per_class} is impossible: the smallest class has "
+                         f"{counts.min()} training examples; pick 1..{counts.min()}.")
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(pool[labels[pool] == c], labels_per_class, replace=False) for c in range(len(counts))]
+    return np.sort(np.concatenate(picks))
+
+
+def load_digits_data(labels_per_class=20, seed=0, image_size=64):
+    """scikit-learn's 1,797 handwritten digits as RGB uint8 images; a fixed test split (quick profile)."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+    x = F.interpolate(x, size=image_size, mode="bilinear", align_corners=False).clamp(0, 1)
+    images = (x * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.tensor(digits.target, dtype=torch.int64)
+    test_idx = np.random.default_rng(12345).permutation(len(labels))[:DIGITS_TEST_SIZE]
+    train_idx = few_label_split(digits.target, labels_per_class, seed, exclude=test_idx)
+    return ImageData(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
+                     [str(d) for d in range(10)])
+
+
+def load_data(profile=None, labels_per_class=None, seed=0, root=None):
+    """Load the profile's target dataset as ImageData (every notebook's data cell)."""
+    profile = profile if profile is not None and not isinstance(profile, str) else get_profile(profile)
+    labels_per_class = labels_per_class or profile.labels_per_class
+    if profile.dataset == "digits":
+        return load_digits_data(labels_per_class, seed, profile.image_size)
+    from .photos import load_flowers
+    return load_flowers(root=root, labels_per_class=labels_per_class, seed=seed, image_size=profile.image_size)
+
+
+class TensorLoader:
+    """Batches uint8 images on the target device: shuffle, to float, augment, normalise (no DataLoader workers)."""
+
+    def __init__(self, images, labels, batch_size=32, shuffle=False, device="cpu", mean=(0.5,) * 3,
+                 std=(0.5,) * 3, transform=None, drop_last=False, seed=0):
+        if len(images) != len(labels) or len(images) == 0:
+            raise ValueError(f"Need as many labels as images, and at least one: got {len(images)} images, "
+                             f"{len(labels)} labels.")
+        if images.dtype != torch.uint8:
+            raise ValueError(f"TensorLoader expects uint8 images (0..255), got {images.dtype}.")
+        self.device = torch.device(device)
+        self.images, self.labels = images.to(self.device), labels.to(self.device)
+        self.batch_size, self.shuffle, self.drop_last, self.transform = batch_size, shuffle, drop_last, transform
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        """Number of batches per epoch."""
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        """Yield (x, y) batches: x float, normalised, channels_last on CUDA."""
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start:start + self.batch_size].to(self.device)
+            x = self.images[idx].float().div_(255)
+            if self.transform is not None:
+                x = self.transform(x)
+            x = (x - self.mean) / self.std
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]
+
+
+def make_loaders(data, batch_size=32, device="cpu", seed=0):
+    """Return (train_loader, test_loader) for ImageData: shuffled + augmented train, plain test."""
+    common = dict(device=device, mean=data.mean, std=data.std)
+    train_loader = TensorLoader(data.train_images, data.train_labels, batch_size, shuffle=True,
+                                transform=data.train_transform, seed=seed, **common)
+    test_loader = TensorLoader(data.test_images, data.test_labels, max(batch_size, 256),
+                               transform=data.test_transform, **common)
+    return train_loader, test_loader
