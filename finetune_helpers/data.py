@@ -60,7 +60,7 @@ def load_digits_data(labels_per_class=20, seed=0, image_size=64):
 def load_data(profile=None, labels_per_class=None, seed=0, root=None):
     """Load the profile's target dataset as ImageData (every notebook's data cell)."""
     profile = profile if profile is not None and not isinstance(profile, str) else get_profile(profile)
-    labels_per_class = labels_per_class or profile.labels_per_class
+    labels_per_class = profile.labels_per_class if labels_per_class is None else labels_per_class
     if profile.dataset == "digits":
         return load_digits_data(labels_per_class, seed, profile.image_size)
     from .photos import load_flowers
@@ -92,9 +92,9 @@ class TensorLoader:
     def __iter__(self):
         """Yield (x, y) batches: x float, normalised, channels_last on CUDA."""
         n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = (torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)).to(self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start:start + self.batch_size].to(self.device)
+            idx = order[start:start + self.batch_size]
             x = self.images[idx].float().div_(255)
             if self.transform is not None:
                 x = self.transform(x)

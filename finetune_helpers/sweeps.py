@@ -14,8 +14,15 @@ from .training import History, feature_batches, fit, make_optimizer, train_head
 def lr_sweep(make_model, lrs, train_loader, test_loader, *, num_epochs, seed=0, **fit_kwargs):
     """Train a fresh `make_model()` per learning rate, one after another; return {lr: History}."""
     results = {}
+    # Every lr sees the same batch order and the same augmentation draws (TensorLoader and its transform).
+    generators = [g for g in (getattr(train_loader, "generator", None),
+                              getattr(getattr(train_loader, "transform", None), "generator", None))
+                  if isinstance(g, torch.Generator)]
+    states = [g.get_state() for g in generators]
     for lr in lrs:
         set_seed(seed)
+        for generator, state in zip(generators, states):
+            generator.set_state(state)
         results[lr] = fit(make_model(), train_loader, test_loader, lr=lr, num_epochs=num_epochs,
                           desc=f"lr={lr:g}", **fit_kwargs)
     return results
@@ -78,7 +85,7 @@ def lr_finder(model, train_loader, *, start_lr=1e-7, end_lr=1.0, num_steps=60, b
     """Leslie Smith's LR range test: raise the LR each step, record the loss, restore the model (04)."""
     if not 0 < start_lr < end_lr:
         raise ValueError(f"Need 0 < start_lr < end_lr, got {start_lr} and {end_lr}.")
-    saved = copy.deepcopy(model.state_dict())
+    saved, was_training = copy.deepcopy(model.state_dict()), model.training
     optimizer = make_optimizer(trainable_parameters(model), start_lr)
     gamma = (end_lr / start_lr) ** (1 / max(num_steps - 1, 1))
     lrs, losses, best = [], [], math.inf
@@ -106,6 +113,7 @@ def lr_finder(model, train_loader, *, start_lr=1e-7, end_lr=1.0, num_steps=60, b
         if not math.isfinite(losses[-1]) or losses[-1] > 4 * best:
             break
     model.load_state_dict(saved)
+    model.train(was_training)
     return lrs, losses
 
 

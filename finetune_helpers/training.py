@@ -135,7 +135,7 @@ def feature_batches(feats, labels, batch_size, generator):
 def train_head(head, train_feats, train_labels, test_feats=None, test_labels=None, *, lr, num_epochs=10,
                batch_size=32, weight_decay=0.0, seed=0, progress=False):
     """Train a head on cached features with AdamW; return a History like `fit` (02 onwards)."""
-    optimizer = make_optimizer(head.parameters(), lr, weight_decay)
+    optimizer = make_optimizer(trainable_parameters(head), lr, weight_decay)
     generator, history, start = torch.Generator().manual_seed(seed), History(), time.perf_counter()
     for epoch in tqdm(range(1, num_epochs + 1), desc="head", disable=not progress, leave=False):
         head.train()

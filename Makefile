@@ -1,0 +1,47 @@
+# Course commands. Learners: `make lab`. Everyone: `make test`. Instructors: see README, "Instructor cycle".
+SHELL := /bin/bash
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell command -v python3.11 || command -v python3)
+endif
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-pyproject
+# nbgrader runs `alembic` and Jupyter finds its kernels through PATH: the venv's bin/ comes first.
+export PATH := $(BIN):$(PATH)
+export FINETUNE_PROFILE ?= quick
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+PORT ?= 8888
+WORKSPACE ?= workspace
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: env lab test course autograde formgrader feedback
+
+env: $(STAMP)  ## create .venv (Python 3.11) and install the course package; re-installs when pyproject.toml changes
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	  { echo "Python 3.11 is required (found $(PYTHON)); set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+lab: env  ## copy new student notebooks into workspace/ (never overwriting yours) and open JupyterLab there
+	$(BIN)/python scripts/sync_workspace.py course $(WORKSPACE)
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(WORKSPACE) --ip=127.0.0.1 --port=$(PORT) $(ALLOW_ROOT) $(LAB_ARGS)
+
+test: env  ## run the whole test suite (what CI runs); pass options with PYTEST_ARGS='-m "not slow"'
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+course: env  ## regenerate the student notebooks in course/ from solutions/ (and register them in gradebook.db)
+	$(BIN)/nbgrader generate_assignment "*" --force
+
+autograde: env  ## autograde every submission in submitted/STUDENT/ASSIGNMENT/ (FORCE=1 regrades)
+	$(BIN)/python scripts/autograde_all.py $(if $(FORCE),--force)
+
+formgrader: env  ## serve formgrader (manual grading) on 127.0.0.1; open the printed URL with /formgrader
+	@echo "Open http://127.0.0.1:$(PORT)/formgrader in its own browser tab (token: see the URL printed below)."
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) $(ALLOW_ROOT)
+
+feedback: env  ## write feedback/STUDENT/ASSIGNMENT/*.html for every autograded assignment
+	$(BIN)/nbgrader generate_feedback "*" --force
