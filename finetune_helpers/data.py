@@ -75,6 +75,8 @@ class TensorLoader:
         if len(images) != len(labels) or len(images) == 0:
             raise ValueError(f"Need as many labels as images, and at least one: got {len(images)} images, "
                              f"{len(labels)} labels.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         if images.dtype != torch.uint8:
             raise ValueError(f"TensorLoader expects uint8 images (0..255), got {images.dtype}.")
         self.device = torch.device(device)

@@ -1,4 +1,6 @@
 """Pretrained backbones for both profiles, and the head / layer-group surgery every notebook uses."""
+import numbers
+
 import torch
 from torch import nn
 
@@ -66,12 +68,12 @@ def set_head(model, head):
 
 def replace_head(model, num_classes):
     """Swap the head for a fresh Linear with `num_classes` outputs and return the model (02_head_only)."""
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
     old = head_of(model)
     if not isinstance(old, nn.Linear):
         raise ValueError(f"The head is a {type(old).__name__}, not a Linear: cannot read its input size.")
-    set_head(model, nn.Linear(old.in_features, num_classes).to(old.weight.device))
+    set_head(model, nn.Linear(old.in_features, int(num_classes)).to(old.weight.device))
     return model
 
 

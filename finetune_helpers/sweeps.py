@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from .device import set_seed
-from .freezing import trainable_parameters
+from .freezing import set_bn_eval, trainable_parameters
 from .training import History, feature_batches, fit, make_optimizer, train_head
 
 
@@ -63,21 +63,22 @@ def batched_head_sweep(train_feats, train_labels, test_feats, test_labels, lrs, 
     histories = [History() for _ in lrs]
     logits_of = lambda x: torch.einsum("bd,kcd->kbc", x, weight) + bias[:, None, :]  # noqa: E731
     for epoch in range(1, num_epochs + 1):
+        loss_sum = torch.zeros(k, device=weight.device)
         for x, y in feature_batches(train_feats, train_labels, batch_size, generator):
-            logits = logits_of(x)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="sum") / len(y)
-            grads = torch.autograd.grad(loss, (weight, bias))
+            per_head = F.cross_entropy(logits_of(x).transpose(1, 2), y.expand(k, -1), reduction="none").mean(1)
+            grads = torch.autograd.grad(per_head.sum(), (weight, bias))
             step += 1
             with torch.no_grad():
                 _adamw_step(weight, grads[0], states[0], lr[:, None, None], step, weight_decay=weight_decay)
                 _adamw_step(bias, grads[1], states[1], lr[:, None], step, weight_decay=weight_decay)
+            loss_sum += per_head.detach() * len(y)
         with torch.no_grad():
             train_acc = (logits_of(train_feats).argmax(2) == train_labels).float().mean(1)
             test_acc = (logits_of(test_feats).argmax(2) == test_labels).float().mean(1)
-            batch_loss = F.cross_entropy(logits.transpose(1, 2), y.expand(k, -1), reduction="none").mean(1)
         for i, history in enumerate(histories):
-            history.append(dict(epoch=epoch, train_loss=batch_loss[i].item(), train_acc=train_acc[i].item(),
-                                test_acc=test_acc[i].item(), seconds=time.perf_counter() - start))
+            history.append(dict(epoch=epoch, train_loss=loss_sum[i].item() / len(train_labels),
+                                train_acc=train_acc[i].item(), test_acc=test_acc[i].item(),
+                                seconds=time.perf_counter() - start))
     return dict(zip(lrs, histories))
 
 
@@ -91,29 +92,29 @@ def lr_finder(model, train_loader, *, start_lr=1e-7, end_lr=1.0, num_steps=60, b
     lrs, losses, best = [], [], math.inf
     model.train()
     if bn_eval:
-        from .freezing import set_bn_eval
         set_bn_eval(model)
-    batches = iter(())
-    for step in range(num_steps):
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(train_loader)
-            x, y = next(batches)
-        lr = start_lr * gamma ** step
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = F.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        lrs.append(lr)
-        losses.append(loss.item())
-        best = min(best, losses[-1])
-        if not math.isfinite(losses[-1]) or losses[-1] > 4 * best:
-            break
-    model.load_state_dict(saved)
-    model.train(was_training)
+    try:
+        batches = iter(())
+        for step in range(num_steps):
+            x, y = next(batches, (None, None))
+            if x is None:
+                batches = iter(train_loader)
+                x, y = next(batches)
+            lr = start_lr * gamma ** step
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = F.cross_entropy(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lrs.append(lr)
+            losses.append(loss.item())
+            best = min(best, losses[-1])
+            if not math.isfinite(losses[-1]) or losses[-1] > 4 * best:
+                break
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
     return lrs, losses
 
 

@@ -57,6 +57,8 @@ def evaluate(model, loader):
             correct += (model(x).argmax(1) == y).sum()
             count += len(y)
     model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate got an empty loader: there is nothing to measure.")
     return correct.item() / count
 
 
@@ -139,16 +141,18 @@ def train_head(head, train_feats, train_labels, test_feats=None, test_labels=Non
     generator, history, start = torch.Generator().manual_seed(seed), History(), time.perf_counter()
     for epoch in tqdm(range(1, num_epochs + 1), desc="head", disable=not progress, leave=False):
         head.train()
+        loss_sum = torch.zeros((), device=train_feats.device)
         for x, y in feature_batches(train_feats, train_labels, batch_size, generator):
             loss = F.cross_entropy(head(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            loss_sum += loss.detach() * len(y)
         with torch.no_grad():
             head.eval()
             train_acc = (head(train_feats).argmax(1) == train_labels).float().mean().item()
             test_acc = float("nan") if test_feats is None else \
                 (head(test_feats).argmax(1) == test_labels).float().mean().item()
-        history.append(dict(epoch=epoch, train_loss=loss.item(), train_acc=train_acc, test_acc=test_acc,
-                            seconds=time.perf_counter() - start))
+        history.append(dict(epoch=epoch, train_loss=loss_sum.item() / len(train_labels), train_acc=train_acc,
+                            test_acc=test_acc, seconds=time.perf_counter() - start))
     return history
