@@ -5,7 +5,7 @@ diagnostics, plots; photos and augment hold the full profile's photo pipeline; b
 """
 from .data import ImageData, TensorLoader, load_data, make_loaders
 from .device import get_device, set_seed
-from .diagnostics import weight_drift
+from .diagnostics import group_changes, weight_drift
 from .freezing import (changed_frozen, count_params, freeze, freeze_all_but_head, set_bn_eval, snapshot,
                        trainable_parameters, unfreeze)
 from .models import (build_model, head_of, imagenet_categories, layer_groups, load_backbone, replace_head,

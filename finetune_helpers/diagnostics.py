@@ -1,16 +1,33 @@
-"""Diagnostics: how far each layer group's weights moved from their pretrained values (03, 04)."""
+"""Diagnostics: how far each layer group's weights moved from their pretrained values (03, 04, 05)."""
+import math
+
 import torch
 
 from .models import layer_groups
 
 
-def weight_drift(model, before):
-    """{group name: ‖W−W₀‖/‖W₀‖} over each layer group's parameters; `before` is freezing.snapshot(model)."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    drift = {}
+def group_changes(model, before):
+    """{group: (‖W−W₀‖/‖W₀‖, whether any weight or BN statistic differs)}; `before` is freezing.snapshot(model).
+
+    A group whose tensors have no counterpart of the same shape in `before` (a replaced head) reports
+    (nan, True): there is nothing to compare it with (05_review).
+    """
+    state = model.state_dict(keep_vars=True)
+    changes = {}
     for group, module in layer_groups(model):
-        pairs = [(p.detach().float(), before[names[id(p)]].float()) for p in module.parameters()]
-        moved = torch.sqrt(sum(((p - p0) ** 2).sum() for p, p0 in pairs))
-        size = torch.sqrt(sum((p0 ** 2).sum() for _, p0 in pairs))
-        drift[group] = (moved / size).item()
-    return drift
+        mine = {id(t) for t in [*module.parameters(), *module.buffers()]}
+        names = [name for name, t in state.items() if id(t) in mine]
+        if any(name not in before or before[name].shape != state[name].shape for name in names):
+            changes[group] = (math.nan, True)
+            continue
+        weights = [name for name in names if isinstance(state[name], torch.nn.Parameter)]
+        moved = sum(((state[n].detach().float() - before[n].float()) ** 2).sum() for n in weights) ** 0.5
+        size = sum((before[n].float() ** 2).sum() for n in weights) ** 0.5
+        changed = any(not torch.equal(state[n].detach(), before[n]) for n in names)
+        changes[group] = (float(moved / size), changed)
+    return changes
+
+
+def weight_drift(model, before):
+    """{group name: ‖W−W₀‖/‖W₀‖} over each layer group's parameters (BN statistics excluded) (03, 04)."""
+    return {group: drift for group, (drift, _) in group_changes(model, before).items()}

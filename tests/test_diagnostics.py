@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from finetune_helpers.diagnostics import weight_drift
+from finetune_helpers.diagnostics import group_changes, weight_drift
 from finetune_helpers.freezing import snapshot
 from finetune_helpers.models import layer_groups, load_backbone, replace_head
 
@@ -76,3 +76,17 @@ def test_efficientnet_groups_and_stem_perturbation():
 def test_snapshot_taken_after_replace_head():
     model = replace_head(load_backbone("resnet18", pretrained=False), 4)
     assert weight_drift(model, snapshot(model))["fc"] == 0.0
+
+
+def test_group_changes_sees_bn_statistics_and_a_replaced_head():
+    torch.manual_seed(4)
+    model = load_backbone("resnet18", pretrained=False)
+    before = snapshot(model)
+    replace_head(model, 3)
+    with torch.no_grad():
+        model.layer2[0].bn1.running_var.mul_(2.0)
+    changes = group_changes(model, before)
+    assert changes["layer2"] == (0.0, True), "a moved BN statistic counts as a change but not as weight drift"
+    assert changes["stem"] == (0.0, False)
+    drift, changed = changes["fc"]
+    assert math.isnan(drift) and changed, "a head of another shape has nothing to compare with"
