@@ -36,8 +36,11 @@ test: env  ## run the whole test suite (what CI runs); pass options with PYTEST_
 course: env  ## regenerate the student notebooks in course/ from solutions/ (and register them in gradebook.db)
 	$(BIN)/nbgrader generate_assignment "*" --force
 
-autograde: env  ## autograde every submission in submitted/STUDENT/ASSIGNMENT/ (FORCE=1 regrades)
-	$(BIN)/python scripts/autograde_all.py $(if $(FORCE),--force)
+gradebook.db:  ## the gradebook (git-ignored): generating the assignments registers them
+	$(MAKE) course
+
+autograde: env gradebook.db  ## autograde submitted/STUDENT/ASSIGNMENT/ (FORCE=1 regrades; STUDENT=id for one)
+	$(BIN)/python scripts/autograde_all.py $(if $(FORCE),--force) $(if $(STUDENT),--student $(STUDENT))
 
 formgrader: env  ## serve formgrader (manual grading) on 127.0.0.1; open the printed URL with /formgrader
 	@echo "Open http://127.0.0.1:$(PORT)/formgrader in its own browser tab (token: see the URL printed below)."

@@ -9,13 +9,11 @@ c = get_config()  # noqa: F821  (injected by traitlets when nbgrader loads this 
 c.CourseDirectory.course_id = "finetune-course"
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "course"
-# sqlite gradebook in the course root; git-ignored because it stores the hidden tests.
-c.CourseDirectory.db_url = "sqlite:///gradebook.db"
+# The gradebook is nbgrader's default, sqlite at <course root>/gradebook.db: git-ignored (it stores the hidden tests).
 
 # Seconds one cell may run while autograding before it is interrupted and recorded as CellTimeoutError.
-# The longest quick-profile cell trains for well under a minute on 2 CPU cores.
+# Generous for the quick profile on 2 CPU cores; an infinite loop costs the instructor this long per submission.
 c.Execute.timeout = 300
-c.ExecutePreprocessor.timeout = 300
 
 # Deterministic course/: drop per-cell execution timestamps copied from executed sources.
 c.ClearOutput.remove_metadata_fields = {"collapsed", "scrolled", "execution", "ExecuteTime"}

@@ -1,4 +1,5 @@
 """Shared fixtures for the course checks: temporary nbgrader course directories, submissions and autograding."""
+import functools
 import importlib.util
 import os
 import secrets
@@ -39,12 +40,18 @@ def notebooks(folder):
     return sorted(p for p in folder.glob("*/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
 
+@functools.cache
+def load_script(name):
+    """Import scripts/NAME.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tool_env():
-    """Environment for nbgrader, jupyter and pytest subprocesses: venv bin/ on PATH, quick profile."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    env["FINETUNE_PROFILE"] = "quick"
-    return env
+    """Environment for nbgrader, jupyter and pytest subprocesses: as `make autograde` sets it, quick profile."""
+    return {**load_script("autograde_all").tool_env(), "FINETUNE_PROFILE": "quick"}
 
 
 def run(cmd, cwd, timeout=1800, check=True):
@@ -74,7 +81,7 @@ def new_course(root, assignments=()):
 
 # ---------------------------------------------------------------- the probe assignment (hostile submissions)
 
-def _cell(kind, source, grade_id, grade=False, solution=False, locked=False, points=None, task=False):
+def grader_cell(kind, source, grade_id, grade=False, solution=False, locked=False, points=None, task=False):
     """One nbgrader cell of KIND ('code' or 'markdown')."""
     meta = {"grade": grade, "solution": solution, "locked": locked, "task": task, "grade_id": grade_id,
             "schema_version": 3}
@@ -93,27 +100,36 @@ PROBE_SECRETS = {  # text that must never reach learners: in course/ or in feedb
 
 def probe_source():
     """Source notebook of the probe: 2-point test with a hidden part, 1-point test, a written answer, a task."""
+    cell, secret = grader_cell, PROBE_SECRETS
     cells = [
-        _cell("markdown", "# Grading probe\nA tiny assignment used only by the tests.", "intro", locked=True),
-        _cell("code", "import math", "setup", locked=True),  # metadata.execution added below, as Lab does
-        _cell("code", f"def square(x):\n    ### BEGIN SOLUTION\n    {PROBE_SECRETS['solution']}\n"
-                      "    ### END SOLUTION", "square", solution=True),
-        _cell("code", "assert square(3) == 9\n### BEGIN HIDDEN TESTS\n"
-                      f"{PROBE_SECRETS['hidden']}\n### END HIDDEN TESTS", "test_square", grade=True, locked=True,
-              points=2),
-        _cell("code", "def cube(x):\n    ### BEGIN SOLUTION\n    return x ** 3\n    ### END SOLUTION", "cube",
-              solution=True),
-        _cell("code", "assert cube(2) == 8", "test_cube", grade=True, locked=True, points=1),
-        _cell("markdown", "Which layers did you freeze, and why?", "written_q", locked=True),
-        _cell("markdown", "=== BEGIN MARK SCHEME ===\n" f"{PROBE_SECRETS['rubric']}\n=== END MARK SCHEME ===",
-              "task_rubric", task=True, locked=True, points=1),
-        _cell("markdown", "Model answer: freeze the stem, it holds generic edges.", "written_a", grade=True, solution=True, points=1),
+        cell("markdown", "# Grading probe\nA tiny assignment used only by the tests.", "intro", locked=True),
+        cell("code", "import math", "setup", locked=True),  # gets Lab's metadata.execution below
+        cell("code", f"def square(x):\n    ### BEGIN SOLUTION\n    {secret['solution']}\n    ### END SOLUTION",
+             "square", solution=True),
+        cell("code", f"assert square(3) == 9\n### BEGIN HIDDEN TESTS\n{secret['hidden']}\n### END HIDDEN TESTS",
+             "test_square", grade=True, locked=True, points=2),
+        cell("code", "def cube(x):\n    ### BEGIN SOLUTION\n    return x ** 3\n    ### END SOLUTION", "cube",
+             solution=True),
+        cell("code", "assert cube(2) == 8", "test_cube", grade=True, locked=True, points=1),
+        cell("markdown", "Which layers did you freeze, and why?", "written_q", locked=True),
+        cell("markdown", f"=== BEGIN MARK SCHEME ===\n{secret['rubric']}\n=== END MARK SCHEME ===", "task_rubric",
+             task=True, locked=True, points=1),
+        cell("markdown", "Model answer: freeze the stem, it holds generic edges.", "written_a", grade=True,
+             solution=True, points=1),
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}  # as saved by the author's kernel
     nb.cells[1].metadata["execution"] = {"iopub.execute_input": "2026-11-27T20:00:00.000000Z"}
     return nb
+
+
+def new_probe_course(root):
+    """A course directory at ROOT holding only the probe, generated into course/ and registered in gradebook.db."""
+    new_course(root)
+    nbformat.write(probe_source(), mkparent(root / "solutions" / PROBE / f"{PROBE}.ipynb"))
+    nbgrader(root, "generate_assignment", PROBE, "--force")
+    return root
 
 
 def with_cell(nb, grade_id, source):
@@ -139,7 +155,7 @@ def probe_submissions(source, release):
     return {
         "good_solver": (source, 3),
         "good_blank": (release, 0),
-        "good_partial": (with_cell(source, "square", "def square(x):\n    return abs(x) * x"), 1),  # hidden test
+        "good_partial": (with_cell(source, "square", "def square(x):\n    return abs(x) * x"), 1),  # fails hidden
         "hostile_deleted_test": (without_cell(broken("def square(x):\n    return x + x"), "test_square"), 1),
         "hostile_edited_test": (with_cell(broken("def square(x):\n    return x + x"), "test_square", "pass"), 1),
         "hostile_huge_alloc": (broken("blob = bytearray(1 << 46)  # 64 TiB"), 1),
@@ -152,12 +168,6 @@ def probe_submissions(source, release):
 
 # ---------------------------------------------------------------- gradebook and batch helpers
 
-def load_script(name):
-    """Import scripts/NAME.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def course_config():
@@ -226,9 +236,7 @@ def autograde_batch(root, *args):
 @pytest.fixture(scope="session")
 def probe_course(tmp_path_factory):
     """Probe course: reference students graded, a manual grade given, then a batch of hostile submissions."""
-    root = new_course(tmp_path_factory.mktemp("probe_course"))
-    nbformat.write(probe_source(), _mkparent(root / "solutions" / PROBE / f"{PROBE}.ipynb"))
-    nbgrader(root, "generate_assignment", PROBE, "--force")
+    root = new_probe_course(tmp_path_factory.mktemp("probe_course"))
     release = nbformat.read(root / "course" / PROBE / f"{PROBE}.ipynb", as_version=4)
     course = Course(root)
     cases = probe_submissions(probe_source(), release)
@@ -265,7 +273,7 @@ def real_course(tmp_path_factory):
     return course
 
 
-def _mkparent(path):
+def mkparent(path):
     """PATH, after creating its parent folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path

@@ -8,8 +8,8 @@ import sys
 import nbformat
 import pytest
 
-from conftest import (COURSE, EXPECTED_ASSIGNMENTS, PROBE, PROBE_SECRETS, SOLUTIONS, _mkparent,
-                      assignment_names, code_scores, new_course, nbgrader, notebooks, probe_source,
+from conftest import (COURSE, EXPECTED_ASSIGNMENTS, PROBE, PROBE_SECRETS, SOLUTIONS, assignment_names,
+                      code_scores, new_course, new_probe_course, nbgrader, notebooks, probe_source,
                       probe_submissions)
 
 REGIONS = (("BEGIN HIDDEN TESTS", "END HIDDEN TESTS"), ("BEGIN SOLUTION", "END SOLUTION"),
@@ -61,9 +61,16 @@ def html_text(path):
     return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
 
 
+def visible_lines(text):
+    """Stripped lines of TEXT, traceback prefixes ('----> 3 ', '      4 ') removed."""
+    return {re.sub(r"^(?:-+>\s*)?\d+\s+", "", line.strip()) for line in text.splitlines()}
+
+
 def leaks(text, secrets, markers=MARKERS):
-    """The region markers and secret lines that occur in TEXT."""
-    return [m for m in markers if m in text] + sorted(s for s in secrets if s in text)
+    """The region markers that occur in TEXT, and the secret lines that stand as a line of it.
+
+    Whole lines, not substrings: instructions may quote a call from the solution inside a sentence."""
+    return [m for m in markers if m in text] + sorted(secrets & visible_lines(text))
 
 
 # ---------------------------------------------------------------- layout and generation (fast)
@@ -106,10 +113,7 @@ def test_probe_release_hides_secrets(tmp_path):
     source = probe_source()
     secrets = secret_lines(source)
     assert {PROBE_SECRETS["hidden"], PROBE_SECRETS["solution"], PROBE_SECRETS["rubric"]} <= secrets
-    root = new_course(tmp_path)
-    (root / "solutions" / PROBE).mkdir(parents=True)
-    nbformat.write(source, root / "solutions" / PROBE / f"{PROBE}.ipynb")
-    nbgrader(root, "generate_assignment", PROBE, "--force", "--no-db")
+    root = new_probe_course(tmp_path)
     released = nbformat.read(root / "course" / PROBE / f"{PROBE}.ipynb", as_version=4)
     assert leaks(notebook_text(released), secrets) == [], "generate_assignment leaked probe secrets"
     assert released.metadata.language_info == {"name": "python"}, (
@@ -145,6 +149,17 @@ def test_hostile_batch_grades_everyone_and_flags_the_dead_kernel(probe_course):
     graded = {p.parent.parent.name for p in (probe_course.root / "autograded").glob(f"*/{PROBE}/*.ipynb")}
     assert graded == set(PROBE_EXPECTED) - {"hostile_os_exit"}, f"autograded submissions: {sorted(graded)}"
     assert probe_course.batches["reference"][0] == 0, probe_course.batches["reference"][2][-3000:]
+
+
+@pytest.mark.slow
+def test_deleted_test_cell_is_left_for_the_instructor(probe_course):
+    """A deleted read-only test cell earns nothing automatically and is marked as needing manual grading."""
+    auto, manual, _ = probe_course.snapshots["after_hostile"]["hostile_deleted_test", PROBE, PROBE, "test_square"]
+    assert (auto, manual) == (None, None), f"deleted test cell got auto={auto}, manual={manual}"
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{probe_course.root / 'gradebook.db'}") as gb:
+        grade = gb.find_grade("test_square", PROBE, PROBE, "hostile_deleted_test")
+        assert grade.needs_manual_grade, "formgrader should list the deleted test cell as needing manual grading"
 
 
 @pytest.mark.slow
@@ -210,9 +225,7 @@ def test_blank_feedback_hides_secrets(real_course, assignment):
 
 def test_jupyterlab_serves_nbgrader_extensions(tmp_path, jupyter_server):
     """Headless JupyterLab on 127.0.0.1 in a course directory answers formgrader, validate and assignment list."""
-    root = new_course(tmp_path / "course_root")
-    nbformat.write(probe_source(), _mkparent(root / "solutions" / PROBE / f"{PROBE}.ipynb"))
-    nbgrader(root, "generate_assignment", PROBE, "--force")
+    root = new_probe_course(tmp_path / "course_root")
     jupyter = os.path.join(os.path.dirname(sys.executable), "jupyter")
     allow_root = ["--allow-root"] if os.geteuid() == 0 else []
     server = jupyter_server(lambda port, token: [
@@ -220,7 +233,7 @@ def test_jupyterlab_serves_nbgrader_extensions(tmp_path, jupyter_server):
         *allow_root], root)
 
     status, body = server.request("/formgrader/api/assignments")
-    assert status == 200, f"formgrader API answered {status}: is the formgrader server extension enabled?\n{body}"
+    assert status == 200, f"formgrader API answered {status}: is its server extension enabled?\n{body[:300]}"
     assert [a["name"] for a in json.loads(body)] == [PROBE], f"formgrader lists {body[:500]}"
     status, body = server.request("/formgrader")
     assert status == 200 and "formgrader" in body.lower(), f"formgrader page answered {status}"

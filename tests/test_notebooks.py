@@ -7,8 +7,10 @@ import pytest
 
 from conftest import SOLUTIONS, assignment_names, course_config, run
 
-# Errors a blank student notebook may show: the exercise stub itself, or a name the exercise should define.
+# Errors a blank student notebook may show: the exercise stub itself, or a name the exercise should define;
+# a test cell may also fail its own assert (a test that catches the stub and explains what is missing).
 ALLOWED_BLANK_ERRORS = {"NotImplementedError", "NameError"}
+ALLOWED_TEST_CELL_ERRORS = ALLOWED_BLANK_ERRORS | {"AssertionError"}
 
 
 def nbgrader_meta(cell):
@@ -32,12 +34,13 @@ def blank_run_problems(nb):
         exercise_seen = exercise_seen or bool(meta.get("solution"))
         errors = [o for o in cell.outputs if o.output_type == "error"]
         where = f"cell {index} ({meta.get('grade_id', 'no grade_id')})"
+        allowed = ALLOWED_TEST_CELL_ERRORS if is_test_cell(cell) else ALLOWED_BLANK_ERRORS
         for err in errors:
             if not exercise_seen:
                 problems.append(f"{where} fails before the first exercise: {err.ename}: {err.evalue}")
-            elif err.ename not in ALLOWED_BLANK_ERRORS:
+            elif err.ename not in allowed:
                 problems.append(f"{where} fails with {err.ename}: {err.evalue} "
-                                f"(only {sorted(ALLOWED_BLANK_ERRORS)} are expected from unanswered exercises)")
+                                f"(only {sorted(allowed)} are expected from unanswered exercises)")
         if is_test_cell(cell) and not errors:
             problems.append(f"{where} is a test cell that passes on the blank notebook: it does not test the "
                             f"exercise")
@@ -80,8 +83,11 @@ def test_blank_run_check_sees_each_problem():
         code("def f(): raise NotImplementedError", grade_id="ex", solution=True, grade=False),
         code("assert f() == 1", ["NotImplementedError"], grade_id="t1", grade=True, solution=False),
         code("x = f().shape", ["AttributeError"]),
+        code("assert x", ["AssertionError"]),
         code("assert True", grade_id="t2", grade=True, solution=False),
+        code("assert f is not None", ["AssertionError"], grade_id="t3", grade=True, solution=False),
     ])
     problems = blank_run_problems(nb)
-    assert len(problems) == 3 and "before the first exercise" in problems[0], problems
-    assert "AttributeError" in problems[1] and "passes on the blank" in problems[2], problems
+    assert len(problems) == 4 and "before the first exercise" in problems[0], problems
+    assert "AttributeError" in problems[1] and "AssertionError" in problems[2], problems
+    assert "(t2) is a test cell that passes on the blank" in problems[3], problems
