@@ -35,11 +35,6 @@ def assignment_names(folder):
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and any(d.glob("*.ipynb")))
 
 
-def notebooks(folder):
-    """All notebooks below FOLDER (assignment/notebook.ipynb), checkpoints excluded."""
-    return sorted(p for p in folder.glob("*/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-
-
 @functools.cache
 def load_script(name):
     """Import scripts/NAME.py as a module (scripts/ is not a package)."""
@@ -235,7 +230,7 @@ def autograde_batch(root, *args):
 
 @pytest.fixture(scope="session")
 def probe_course(tmp_path_factory):
-    """Probe course: reference students graded, a manual grade given, then a batch of hostile submissions."""
+    """Probe course: reference students graded, a manual grade given, then everyone regraded with the hostile."""
     root = new_probe_course(tmp_path_factory.mktemp("probe_course"))
     release = nbformat.read(root / "course" / PROBE / f"{PROBE}.ipynb", as_version=4)
     course = Course(root)
@@ -247,7 +242,7 @@ def probe_course(tmp_path_factory):
     course.batches["reference"] = autograde_batch(root, timeout, *good)
     _give_manual_grade(root, "good_solver", PROBE, "written_a", 1.0)
     course.snapshots["before_hostile"] = grade_rows(root)
-    course.batches["hostile"] = autograde_batch(root, timeout)  # everyone; already graded ones are skipped
+    course.batches["hostile"] = autograde_batch(root, timeout, "--force")  # everyone, reference ones regraded
     course.snapshots["after_hostile"] = grade_rows(root)
     nbgrader(root, "generate_feedback", PROBE, "--force")
     return course
