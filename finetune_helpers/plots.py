@@ -1,5 +1,6 @@
 """Plots the notebooks show: training curves, LR sweeps, LR finder, weight drift, strategy comparison."""
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_histories(histories, title=None):
@@ -10,6 +11,8 @@ def plot_histories(histories, title=None):
         ax_acc.plot(history.column("epoch"), history.column("test_acc"), marker=".", label=label)
     ax_loss.set(xlabel="epoch", ylabel="train loss", yscale="log")
     ax_acc.set(xlabel="epoch", ylabel="test accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax_acc.legend(fontsize="small")
     if title:
         fig.suptitle(title)
