@@ -35,8 +35,8 @@ def crop_boxes(batch_size, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), generator=No
 
 def resized_crop(images, boxes, size):
     """Crop each image to its box (cx, cy, w, h, flip from `crop_boxes`) and resize to size×size, bilinearly."""
-    # non_blocking: a blocking host-to-GPU copy would make the CPU wait for the GPU queue on every batch
-    cx, cy, w, h, flip = (t.to(device=images.device, dtype=images.dtype, non_blocking=True) for t in boxes)
+    # one non-blocking copy: a blocking host-to-GPU copy would make the CPU wait for the GPU queue every batch
+    cx, cy, w, h, flip = torch.stack(boxes).to(images.device, images.dtype, non_blocking=images.is_cuda)
     theta = torch.zeros(len(images), 2, 3, device=images.device, dtype=images.dtype)
     theta[:, 0, 0] = w * flip      # normalised coordinates span [-1, 1], so a fraction w of the side is scale w
     theta[:, 0, 2] = 2 * cx

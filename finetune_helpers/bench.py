@@ -363,6 +363,14 @@ def _resnet18(num_classes, device):
     return torchvision.models.resnet18(weights=None, num_classes=num_classes).to(device)
 
 
+def compile_break_even(first_seconds, first_images, eager_images_per_s, compiled_images_per_s):
+    """Images after which torch.compile has paid for itself (its first, compiling epoch included); None if never."""
+    saving_per_image = 1 / eager_images_per_s - 1 / compiled_images_per_s
+    if saving_per_image <= 0:
+        return None
+    return max(0.0, (first_seconds - first_images / compiled_images_per_s) / saving_per_image)
+
+
 def _try(fn, notes, name):
     """Run fn(); on failure record the error in notes[name] and return None (one part never sinks the rest)."""
     try:
@@ -446,8 +454,14 @@ def run_pipeline(size="full", device=None, seed=0, compile_model=False, workdir=
                         fit(cmodel, warm, lr=1e-3, num_epochs=1, progress=False)
                     with Timer(device) as t_compiled:
                         fit(cmodel, train_loader, lr=1e-3, num_epochs=cfg["epochs"], progress=False)
+                    ips = images_seen / t_compiled.seconds
+                    pays_after = compile_break_even(t_first.seconds, len(warm) * bs,
+                                                    images_seen / t_course.seconds, ips)
+                    full_train = cfg["num_classes"] * get_profile("full").labels_per_class
                     return dict(compile_and_warmup_seconds=t_first.seconds, train_seconds=t_compiled.seconds,
-                                train_images_per_s=images_seen / t_compiled.seconds)
+                                train_images_per_s=ips, pays_off_after_images=pays_after,
+                                pays_off_after_full_profile_epochs=None if pays_after is None
+                                else pays_after / full_train)
                 result["full_finetune"]["compiled"] = _try(compiled, notes, "compile")
 
         # 3. head only: epochs through the frozen backbone vs epochs on cached features
@@ -509,7 +523,7 @@ def format_pipeline(result):
     lines = [f"pipeline benchmark, size {result['size']}, {m['accelerator'] or m['device']} / {m['cpu']} "
              f"({m['cpu_cores']} cores, {m['torch_threads']} torch threads, load {m['load_average']} at start), "
              f"torch {m['torch']}, {result['total_seconds']:.0f} s in all",
-             f"ResNet-18 full fine-tune, {ft['epochs']} epochs x {ft['images_per_epoch']} images:",
+             f"ResNet-18 full fine-tune, {ft['epochs']} epoch(s) of {ft['images_per_epoch']} images:",
              f"  tutorial (PIL + DataLoader x{result['settings']['workers']}, fp32)   "
              f"{ft['tutorial_images_per_s']:10.0f} img/s",
              f"  course (decode once {ft['course_decode_seconds']:.2f} s + tensor cache)  "
@@ -517,8 +531,12 @@ def format_pipeline(result):
              f"  speed-up {ft['speedup_end_to_end']:.1f}x end to end "
              f"({ft['speedup_training_only']:.1f}x training only)"]
     if ft.get("compiled"):
-        lines.append(f"  + torch.compile: {ft['compiled']['train_images_per_s']:.0f} img/s training "
-                     f"(compile + warm-up {ft['compiled']['compile_and_warmup_seconds']:.1f} s)")
+        c = ft["compiled"]
+        pays = ("never pays off here" if c["pays_off_after_images"] is None else
+                f"pays off after {c['pays_off_after_images']:,.0f} images "
+                f"= {c['pays_off_after_full_profile_epochs']:.1f} epochs of the full profile's training set")
+        lines.append(f"  + torch.compile: {c['train_images_per_s']:.0f} img/s training "
+                     f"(compile + warm-up {c['compile_and_warmup_seconds']:.1f} s): {pays}")
     lines += [f"head only: frozen-backbone epoch {1000 * ho['frozen_epoch_seconds']:.1f} ms vs cached-feature epoch "
               f"{1000 * ho['cached_epoch_seconds']:.2f} ms = {ho['head_epoch_speedup']:.1f}x "
               f"({ho['speedup_with_extraction']:.1f}x over {ho['profile_epochs']} epochs incl. extraction)",

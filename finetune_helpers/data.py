@@ -67,11 +67,24 @@ def load_data(profile=None, labels_per_class=None, seed=0, root=None):
     return load_flowers(root=root, labels_per_class=labels_per_class, seed=seed, image_size=profile.image_size)
 
 
+def fits_on_device(nbytes, device, fraction=0.5):
+    """True unless `device` is a GPU whose free memory is under nbytes / fraction (TensorLoader's cache)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= fraction * free
+
+
 class TensorLoader:
-    """Batches uint8 images on the target device: shuffle, to float, augment, normalise (no DataLoader workers)."""
+    """Batches uint8 images on the target device: shuffle, to float, augment, normalise (no DataLoader workers).
+
+    The uint8 images are cached on `device` when they fit (on a GPU: half its free memory, see fits_on_device);
+    otherwise they stay in host memory and each batch is copied over on its own.
+    """
 
     def __init__(self, images, labels, batch_size=32, shuffle=False, device="cpu", mean=(0.5,) * 3,
-                 std=(0.5,) * 3, transform=None, drop_last=False, seed=0):
+                 std=(0.5,) * 3, transform=None, drop_last=False, seed=0, cache_on_device=None):
         if len(images) != len(labels) or len(images) == 0:
             raise ValueError(f"Need as many labels as images, and at least one: got {len(images)} images, "
                              f"{len(labels)} labels.")
@@ -80,7 +93,10 @@ class TensorLoader:
         if images.dtype != torch.uint8:
             raise ValueError(f"TensorLoader expects uint8 images (0..255), got {images.dtype}.")
         self.device = torch.device(device)
-        self.images, self.labels = images.to(self.device), labels.to(self.device)
+        if cache_on_device is None:  # images already on a GPU stay there
+            cache_on_device = images.device.type == self.device.type or fits_on_device(images.nbytes, self.device)
+        cache = self.device if cache_on_device else torch.device("cpu")
+        self.images, self.labels = images.to(cache), labels.to(cache)
         self.batch_size, self.shuffle, self.drop_last, self.transform = batch_size, shuffle, drop_last, transform
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
@@ -93,17 +109,21 @@ class TensorLoader:
 
     def __iter__(self):
         """Yield (x, y) batches: x float, normalised, channels_last on CUDA."""
-        n = len(self.labels)
-        order = (torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)).to(self.device)
+        n, cache = len(self.labels), self.images.device
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(cache, non_blocking=cache.type == "cuda")  # no wait for the GPU at each epoch start
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start:start + self.batch_size]
-            x = self.images[idx].float().div_(255)
+            x, y = self.images[idx], self.labels[idx]
+            if cache != self.device:  # cache in host memory: copy this batch only
+                x, y = (t.to(self.device, non_blocking=True) for t in (x, y))
+            x = x.float().div_(255)
             if self.transform is not None:
                 x = self.transform(x)
             x = (x - self.mean) / self.std
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield x, y
 
 
 def make_loaders(data, batch_size=32, device="cpu", seed=0):

@@ -75,9 +75,9 @@ def batched_head_sweep(train_feats, train_labels, test_feats, test_labels, lrs, 
         with torch.no_grad():
             train_acc = (logits_of(train_feats).argmax(2) == train_labels).float().mean(1)
             test_acc = (logits_of(test_feats).argmax(2) == test_labels).float().mean(1)
-        for i, history in enumerate(histories):
-            history.append(dict(epoch=epoch, train_loss=loss_sum[i].item() / len(train_labels),
-                                train_acc=train_acc[i].item(), test_acc=test_acc[i].item(),
+        rows = zip(loss_sum.tolist(), train_acc.tolist(), test_acc.tolist())  # read back once per epoch, not per head
+        for history, (loss, train, test) in zip(histories, rows):
+            history.append(dict(epoch=epoch, train_loss=loss / len(train_labels), train_acc=train, test_acc=test,
                                 seconds=time.perf_counter() - start))
     return dict(zip(lrs, histories))
 

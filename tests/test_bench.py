@@ -62,6 +62,22 @@ def test_pipeline_benchmark_cli_runs_tiny_on_cpu(tmp_path, capsys):
     assert result["command"].startswith("python -m finetune_helpers.bench --gpu --size tiny")
     printed = capsys.readouterr().out
     assert "tutorial (PIL + DataLoader" in printed and f"wrote {path}" in printed
+    # how a GPU run's torch.compile line reads (the numbers are made up: compile only runs on CUDA)
+    result["full_finetune"]["compiled"] = dict(train_images_per_s=1500.0, compile_and_warmup_seconds=42.0,
+                                               pays_off_after_images=30600.0, pays_off_after_full_profile_epochs=30.0)
+    assert ("+ torch.compile: 1500 img/s training (compile + warm-up 42.0 s): pays off after 30,600 images = 30.0 "
+            "epochs of the full profile's training set") in bench.format_pipeline(result)
+    result["full_finetune"]["compiled"].update(pays_off_after_images=None, pays_off_after_full_profile_epochs=None)
+    assert "(compile + warm-up 42.0 s): never pays off here" in bench.format_pipeline(result)
+
+
+def test_compile_break_even_counts_the_compiling_epoch():
+    # eager 100 img/s; compiled 200 img/s once warm, after a first epoch of 50 images that took 10.25 s:
+    # N images cost 10.25 + (N - 50) / 200 s compiled and N / 100 s eager, equal at N = 2,000
+    assert bench.compile_break_even(10.25, 50, 100, 200) == pytest.approx(2000)
+    assert bench.compile_break_even(0.1, 50, 100, 200) == 0.0, "a first epoch faster than eager pays at once"
+    assert bench.compile_break_even(10.25, 50, 200, 200) is None, "no faster: never pays"
+    assert bench.compile_break_even(10.25, 50, 300, 200) is None
 
 
 @cuda

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from finetune_helpers.data import (DIGITS_TEST_SIZE, ImageData, TensorLoader, few_label_split, load_data,
-                                   make_loaders)
+from finetune_helpers.data import (DIGITS_TEST_SIZE, ImageData, TensorLoader, few_label_split, fits_on_device,
+                                   load_data, make_loaders)
 from finetune_helpers.profiles import PROFILES
 
 
@@ -272,6 +272,26 @@ def test_loader_puts_tensors_on_its_device():
     assert loader.device == torch.device("cpu")
     x, y = next(iter(loader))
     assert x.device.type == y.device.type == "cpu"
+
+
+def test_cache_fits_anywhere_but_a_nearly_full_gpu(monkeypatch):
+    """A GPU keeps the uint8 cache only while it takes at most half of the free memory; other devices always."""
+    assert fits_on_device(10 ** 15, "cpu") and fits_on_device(10 ** 15, torch.device("cpu"))
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: asked.append(device) or (8e9, 80e9))
+    assert fits_on_device(4e9, "cuda") and not fits_on_device(4e9 + 1, "cuda")
+    assert fits_on_device(6e9, "cuda:0", fraction=0.75) and not fits_on_device(7e9, "cuda:0", fraction=0.75)
+    assert asked[-1] == torch.device("cuda:0"), "free memory must be read on the loader's own GPU"
+
+
+def test_loader_with_the_cache_kept_off_the_device_yields_the_same_batches():
+    images, labels = _images(10), torch.arange(10)
+    flip = lambda x: x.flip(-1)  # noqa: E731
+    kept = TensorLoader(images, labels, 4, shuffle=True, transform=flip, seed=5, cache_on_device=False)
+    moved = TensorLoader(images, labels, 4, shuffle=True, transform=flip, seed=5, cache_on_device=True)
+    for (x1, y1), (x2, y2) in zip(kept, moved, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert kept.images.device.type == "cpu"
 
 
 # ------------------------------------------------------------------ make_loaders
