@@ -16,6 +16,7 @@ course's pipeline (decode once into a uint8 tensor cache on the device, batch au
 head epochs on cached features; then a sweep of linear-head learning rates one by one against batched.
 """
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -246,7 +247,7 @@ def run_reference(profile=None, seeds=(0,), device=None, data=None, settings=Non
         speedup_per_epoch=statistics.fmean(u / r["head_seconds"] for u, r in zip(uncached, head)),
     )
     return dict(kind="reference", profile=profile.name, arch=profile.arch, dataset=profile.dataset,
-                seeds=seeds, date=datetime.date.today().isoformat(), machine=machine, data=sizes,
+                profile_settings=dataclasses.asdict(profile), seeds=seeds, date=datetime.date.today().isoformat(), machine=machine, data=sizes,
                 load_average_end=_load_average(), total_seconds=time.perf_counter() - started, experiments=experiments,
                 head_only_caching=caching, phenomena=phenomena(experiments))
 

@@ -46,7 +46,15 @@ def load_script(name):
 
 def tool_env():
     """Environment for nbgrader, jupyter and pytest subprocesses: as `make autograde` sets it, quick profile."""
-    return {**load_script("autograde_all").tool_env(), "FINETUNE_PROFILE": "quick"}
+    env = {**load_script("autograde_all").tool_env(), "FINETUNE_PROFILE": "quick"}
+    env.pop("FINETUNE_OVERRIDES", None)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _profiles_as_shipped(monkeypatch):
+    """A developer's $FINETUNE_OVERRIDES (a smaller trial run) must not change what the tests check."""
+    monkeypatch.delenv("FINETUNE_OVERRIDES", raising=False)
 
 
 def run(cmd, cwd, timeout=1800, check=True):

@@ -1,5 +1,7 @@
-"""Small models and synthetic data shared by the finetune_helpers unit tests (imported explicitly, not a conftest)."""
+"""Small models and synthetic data shared by the unit tests (imported explicitly, not a conftest)."""
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from finetune_helpers.data import TensorLoader
@@ -53,3 +55,34 @@ def blobs(n=60, dim=16, num_classes=3, seed=0, spread=0.5, noise_seed=None):
     noise = torch.Generator().manual_seed(seed if noise_seed is None else noise_seed)
     labels = torch.arange(n) % num_classes
     return centres[labels] + spread * torch.randn(n, dim, generator=noise), labels
+
+
+# ------------------------------------------------------------------ a stand-in for Flowers-102 (full profile)
+
+COLOURS = [(220, 30, 30), (30, 200, 40), (40, 40, 230)]  # one dominant colour per class
+PER_SPLIT = {"trnid": 2, "valid": 2, "tstid": 3}          # images per class in each split
+SIZES = [(40, 56), (56, 40), (48, 48)]                    # landscape, portrait, square
+
+
+def write_fake_flowers(root, grey_image=True, colours=COLOURS, per_split=PER_SPLIT):
+    """Write a Flowers-102 stand-in (one class per colour) where torchvision looks; return {image_id: label}."""
+    from scipy.io import savemat
+    base = root / "flowers-102"
+    (base / "jpg").mkdir(parents=True)
+    labels, split_ids, image_id = {}, {key: [] for key in per_split}, 0
+    rng = np.random.default_rng(0)
+    for key, count in per_split.items():
+        for label, colour in enumerate(colours):
+            for _ in range(count):
+                image_id += 1
+                height, width = SIZES[image_id % len(SIZES)]
+                pixels = np.clip(np.array(colour) + rng.normal(0, 8, (height, width, 3)), 0, 255)
+                image = Image.fromarray(pixels.astype(np.uint8))
+                if grey_image and image_id == 1:
+                    image = image.convert("L")  # Flowers-102 has a few; decoding must still give 3 channels
+                image.save(base / "jpg" / f"image_{image_id:05d}.jpg", quality=95)
+                labels[image_id] = label
+                split_ids[key].append(image_id)
+    savemat(base / "imagelabels.mat", {"labels": np.array([labels[i] + 1 for i in sorted(labels)])})
+    savemat(base / "setid.mat", {key: np.array(ids) for key, ids in split_ids.items()})
+    return labels

@@ -1,5 +1,6 @@
 """The benchmark (finetune_helpers.bench): both parts run end to end at a tiny size on the CPU and report
 consistent numbers; the CUDA run is checked only where there is a GPU. No assertion here is about speed."""
+import dataclasses
 import json
 import math
 
@@ -91,6 +92,7 @@ def test_reference_experiments_run_at_a_tiny_size():
     profile, data, settings = tiny_reference_inputs()
     result = bench.run_reference(profile, seeds=[0, 1], device="cpu", data=data, settings=settings)
     experiments = result["experiments"]
+    assert result["profile_settings"] == dataclasses.asdict(profile), "record every budget (overrides included)"
     assert list(experiments) == ["scratch", "head_only", "head_only_uncached", "full_ft_small_lr",
                                  "full_ft_large_lr", "staged"]
     total = experiments["scratch"]["total_params"]

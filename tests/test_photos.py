@@ -2,46 +2,21 @@
 on-disk format (jpg/ + imagelabels.mat + setid.mat), the uint8 cache, and ResNet-18 weights from $TORCH_HOME."""
 import os
 
-import numpy as np
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
-from PIL import Image
 
 import finetune_helpers.photos as photos
 from finetune_helpers import load_backbone, load_data, make_loaders
 from finetune_helpers.augment import CenterCrop, RandomResizedCropFlip
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers_fixtures import COLOURS, write_fake_flowers  # noqa: E402
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-COLOURS = [(220, 30, 30), (30, 200, 40), (40, 40, 230)]  # one dominant colour per class
-PER_SPLIT = {"trnid": 2, "valid": 2, "tstid": 3}          # images per class in each split
-SIZES = [(40, 56), (56, 40), (48, 48)]                    # landscape, portrait, square
-
-
-def write_fake_flowers(root, grey_image=True):
-    """Write a 3-class stand-in for Flowers-102 where torchvision looks for it; return {image_id: label}."""
-    from scipy.io import savemat
-    base = root / "flowers-102"
-    (base / "jpg").mkdir(parents=True)
-    labels, split_ids, image_id = {}, {key: [] for key in PER_SPLIT}, 0
-    rng = np.random.default_rng(0)
-    for key, count in PER_SPLIT.items():
-        for label, colour in enumerate(COLOURS):
-            for _ in range(count):
-                image_id += 1
-                height, width = SIZES[image_id % len(SIZES)]
-                pixels = np.clip(np.array(colour) + rng.normal(0, 8, (height, width, 3)), 0, 255)
-                image = Image.fromarray(pixels.astype(np.uint8))
-                if grey_image and image_id == 1:
-                    image = image.convert("L")  # Flowers-102 has a few; decoding must still give 3 channels
-                image.save(base / "jpg" / f"image_{image_id:05d}.jpg", quality=95)
-                labels[image_id] = label
-                split_ids[key].append(image_id)
-    savemat(base / "imagelabels.mat", {"labels": np.array([labels[i] + 1 for i in sorted(labels)])})
-    savemat(base / "setid.mat", {key: np.array(ids) for key, ids in split_ids.items()})
-    return labels
-
 
 @pytest.fixture
 def flowers_root(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import pytest
 
 from finetune_helpers import profiles
 from finetune_helpers.models import ARCHITECTURES
-from finetune_helpers.profiles import ENV_VAR, PROFILES, Profile, get_profile
+from finetune_helpers.profiles import ENV_VAR, OVERRIDES_VAR, PROFILES, Profile, get_profile, with_overrides
 
 
 def test_default_profile_is_quick(monkeypatch):
@@ -88,3 +88,35 @@ def test_profile_is_immutable():
 def test_module_exports():
     assert profiles.ENV_VAR == "FINETUNE_PROFILE"
     assert isinstance(get_profile("quick"), Profile)
+
+
+# ------------------------------------------------------------------ $FINETUNE_OVERRIDES: a smaller run of a profile
+
+def test_overrides_replace_budgets_and_keep_the_rest(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "full")
+    monkeypatch.setenv(OVERRIDES_VAR, " image_size=112, num_epochs = 3,lr_head=3e-3,")
+    profile = get_profile()
+    assert (profile.image_size, profile.num_epochs, profile.lr_head) == (112, 3, 3e-3)
+    assert isinstance(profile.image_size, int) and isinstance(profile.lr_head, float)
+    assert dataclasses.replace(profile, image_size=224, num_epochs=15, lr_head=1e-3) == PROFILES["full"]
+    assert "image_size=112" in repr(profile), "print(profile) in every notebook must show the override"
+    assert PROFILES["full"].image_size == 224, "the profile table itself must not change"
+
+
+def test_no_overrides_means_the_profile_itself(monkeypatch):
+    for value in ("", " , "):
+        monkeypatch.setenv(OVERRIDES_VAR, value)
+        assert get_profile("quick") is PROFILES["quick"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("image_size", "cannot read 'image_size'"), ("arch=resnet50", "cannot read 'arch=resnet50'"),
+    ("image_sise=64", "keys from"), ("name=full", "cannot read"), ("batch_size=", "cannot read"),
+    ("image_size=1.5", "image_size must be a positive int, got '1.5'"), ("num_epochs=0", "positive int"),
+    ("lr_head=-1e-3", "lr_head must be a positive float"), ("lr_finetune=nan", "positive float")])
+def test_bad_overrides_say_what_to_write(monkeypatch, bad, message):
+    monkeypatch.setenv(OVERRIDES_VAR, bad)
+    with pytest.raises(ValueError, match=OVERRIDES_VAR) as err:
+        get_profile()
+    assert message in str(err.value)
+    assert with_overrides(PROFILES["quick"], "labels_per_class=5").labels_per_class == 5
