@@ -1,7 +1,6 @@
 """The full profile's data path, offline: torchvision's real Flowers102 code on a small generated copy of its
 on-disk format (jpg/ + imagelabels.mat + setid.mat), the uint8 cache, and ResNet-18 weights from $TORCH_HOME."""
 import os
-
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_fixtures import COLOURS, write_fake_flowers  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
 
 @pytest.fixture
 def flowers_root(tmp_path, monkeypatch):
