@@ -4,7 +4,7 @@ One module per idea of the course: profiles, device, data, models, freezing, tra
 diagnostics, plots; photos and augment hold the full profile's photo pipeline; bench runs the benchmarks.
 """
 from .data import ImageData, TensorLoader, load_data, make_loaders
-from .device import get_device, set_seed
+from .device import get_device, set_seed, synchronize
 from .diagnostics import group_changes, weight_drift
 from .freezing import (changed_frozen, count_params, freeze, freeze_all_but_head, set_bn_eval, snapshot,
                        trainable_parameters, unfreeze)

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from .augment import CenterCrop, RandomResizedCropFlip
 from .data import TensorLoader, load_data, make_loaders
-from .device import get_device, set_seed
+from .device import get_device, set_seed, synchronize
 from .freezing import count_params, freeze_all_but_head
 from .models import build_model, head_of
 from .profiles import get_profile
@@ -69,12 +69,6 @@ def machine_info(device=None):
     return info
 
 
-def sync(device):
-    """Wait for queued GPU work so a timer measures it (no-op on the CPU)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Timer:
     """`with Timer(device) as t: ...` then t.seconds (synchronises CUDA at both ends)."""
 
@@ -82,12 +76,12 @@ class Timer:
         self.device, self.seconds = device, float("nan")
 
     def __enter__(self):
-        sync(self.device)
+        synchronize(self.device)
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
-        sync(self.device)
+        synchronize(self.device)
         self.seconds = time.perf_counter() - self.start
 
 

@@ -20,3 +20,9 @@ def set_seed(seed=0):
     np.random.seed(seed)
     torch.manual_seed(seed)
     return seed
+
+
+def synchronize(device):
+    """Wait for queued GPU work so a timer measures it; no-op elsewhere (02_head_only, bench)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

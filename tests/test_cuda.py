@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 from torch.nn import functional as F
 
+from finetune_helpers import bench
 from finetune_helpers.augment import RandomResizedCropFlip
 from finetune_helpers.data import TensorLoader
 from finetune_helpers.sweeps import batched_head_sweep, head_sweep
@@ -24,9 +24,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 def _resnet18(num_classes, device, seed=0):
-    """ResNet-18 with seeded random weights (nothing to download)."""
+    """The benchmark's ResNet-18 (random weights, nothing to download), seeded."""
     torch.manual_seed(seed)
-    return torchvision.models.resnet18(weights=None, num_classes=num_classes).to(device)
+    return bench._resnet18(num_classes, device)
 
 
 def _count_host_syncs(fn):

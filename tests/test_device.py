@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from finetune_helpers import device as device_module
-from finetune_helpers.device import get_device, set_seed
+from finetune_helpers.device import get_device, set_seed, synchronize
 
 
 def _fake_backends(monkeypatch, cuda, mps):
@@ -74,3 +74,13 @@ def test_set_seed_seeds_each_library():
     assert random.random() == expected_py
     assert np.random.rand() == expected_np
     assert device_module.set_seed is set_seed
+
+
+def test_synchronize_waits_for_cuda_only(monkeypatch):
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    synchronize("cpu")
+    synchronize(torch.device("cpu"))
+    assert waited == [], "nothing to wait for on the CPU (and no CUDA call on a machine without it)"
+    synchronize("cuda:0")
+    assert waited == ["cuda:0"], "wait on the device the timer measures"

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import EXPECTED_ASSIGNMENTS, SOLUTIONS, load_script
+from conftest import EXPECTED_ASSIGNMENTS, SOLUTIONS, load_script, tool_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_fixtures import write_fake_flowers  # noqa: E402
@@ -49,8 +49,8 @@ def full_profile_env(tmp_path_factory):
     checkpoints.mkdir(parents=True)
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18().state_dict(), checkpoints / "resnet18-f37072fd.pth")
-    env = {**load_script("autograde_all").tool_env(), "FINETUNE_PROFILE": "full", "FINETUNE_DATA": str(data),
-           "FINETUNE_OVERRIDES": OVERRIDES, "TORCH_HOME": str(root / "torch")}
+    env = {**tool_env(), "FINETUNE_PROFILE": "full", "FINETUNE_DATA": str(data), "FINETUNE_OVERRIDES": OVERRIDES,
+           "TORCH_HOME": str(root / "torch")}
     env.update({name: DEAD_PROXY for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
     return env
 

@@ -2,14 +2,12 @@
 benchmarks/gpu_check.sh names (a rename must not silently break the one run a lent GPU gets)."""
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import execute_notebook  # noqa: E402
+from conftest import REPO, load_script
+
+execute_notebook = load_script("execute_notebook")
 
 
 def _notebook(path, *sources):
@@ -56,11 +54,11 @@ def test_printed_text_keeps_stdout_and_results_and_drops_progress_bars():
 
 
 def test_gpu_check_script_names_files_that_exist():
-    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    script = (REPO / "benchmarks" / "gpu_check.sh").read_text()
     named = set(re.findall(r"\b((?:tests|scripts|solutions)/[\w/.]+\.(?:py|ipynb))", script))
     assert {"tests/test_cuda.py", "scripts/execute_notebook.py"} <= named
     assert any(path.startswith("solutions/04_learning_rates/") for path in named)
-    missing = sorted(path for path in named if not (ROOT / path).is_file())
+    missing = sorted(path for path in named if not (REPO / path).is_file())
     assert not missing, f"benchmarks/gpu_check.sh names files that do not exist: {missing}"
-    result = subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True)
+    result = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
