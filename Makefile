@@ -15,7 +15,7 @@ WORKSPACE ?= workspace
 LAB_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: env lab test course autograde formgrader feedback
+.PHONY: env system-packages lab test course autograde formgrader feedback
 
 env: $(STAMP)  ## create .venv (Python 3.11) and install the course package; re-installs when pyproject.toml changes
 
@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -e .
 	touch $@
+
+system-packages:  ## install the Debian packages the tests need (bubblewrap, chromium, postgresql-15; uses sudo unless root)
+	bash scripts/install_system_packages.sh
 
 lab: env  ## copy new student notebooks into workspace/ (never overwriting yours) and open JupyterLab there
 	$(BIN)/python scripts/sync_workspace.py course $(WORKSPACE)
