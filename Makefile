@@ -15,7 +15,7 @@ WORKSPACE ?= workspace
 LAB_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: env system-packages lab test course autograde formgrader feedback
+.PHONY: env system-packages lab test course collect autograde formgrader feedback grades student-edition
 
 env: $(STAMP)  ## create .venv (Python 3.11) and install the course package; re-installs when pyproject.toml changes
 
@@ -42,8 +42,19 @@ course: env  ## regenerate the student notebooks in course/ from solutions/ (and
 gradebook.db:  ## the gradebook (git-ignored): generating the assignments registers them
 	$(MAKE) course
 
-autograde: env gradebook.db  ## autograde submitted/STUDENT/ASSIGNMENT/ (FORCE=1 regrades; STUDENT=id for one)
-	$(BIN)/python scripts/autograde_all.py $(if $(FORCE),--force) $(if $(STUDENT),--student $(STUDENT))
+collect: env  ## LMS download -> submitted/: make collect ZIP=downloads.zip ASSIGNMENT=01_freezing (FORCE=1 replaces)
+	@test -n "$(ZIP)" -a -n "$(ASSIGNMENT)" || { echo "usage: make collect ZIP=file.zip ASSIGNMENT=NN_topic"; exit 2; }
+	$(BIN)/python scripts/collect.py $(ZIP) --assignment $(ASSIGNMENT) $(if $(FORCE),--force)
+
+# Sandboxed autograding (README, "Instructor cycle"): JOBS notebooks at once (default: all cores); limits per
+# notebook, empty = the defaults of scripts/autograde_all.py --help; UNSAFE_NO_SANDBOX=1 grades without bubblewrap.
+AUTOGRADE_LIMITS = $(if $(JOBS),--jobs $(JOBS)) $(if $(WALL_LIMIT),--wall-limit $(WALL_LIMIT)) \
+  $(if $(MEMORY_LIMIT),--memory $(MEMORY_LIMIT)) $(if $(PROC_LIMIT),--processes $(PROC_LIMIT)) \
+  $(if $(TMP_LIMIT),--tmp-size $(TMP_LIMIT)) $(if $(HOME_LIMIT),--home-size $(HOME_LIMIT)) \
+  $(if $(OUTPUT_LIMIT),--output-limit $(OUTPUT_LIMIT)) $(if $(filter-out 0,$(UNSAFE_NO_SANDBOX)),--unsafe-no-sandbox)
+
+autograde: env gradebook.db  ## autograde submitted/STUDENT/ASSIGNMENT/ in a sandbox, JOBS=N at once (FORCE=1 regrades; STUDENT=id)
+	$(BIN)/python scripts/autograde_all.py $(if $(FORCE),--force) $(if $(STUDENT),--student $(STUDENT)) $(AUTOGRADE_LIMITS)
 
 formgrader: env  ## serve formgrader (manual grading) on 127.0.0.1; open the printed URL with /formgrader
 	@echo "Open http://127.0.0.1:$(PORT)/formgrader in its own browser tab (token: see the URL printed below)."
@@ -51,3 +62,10 @@ formgrader: env  ## serve formgrader (manual grading) on 127.0.0.1; open the pri
 
 feedback: env  ## write feedback/STUDENT/ASSIGNMENT/*.html for every autograded assignment
 	$(BIN)/nbgrader generate_feedback "*" --force
+
+grades: env  ## write grades/ASSIGNMENT.csv and grades/total.csv (student_id, score, max_score) for the LMS
+	$(BIN)/python scripts/grades.py
+
+student-edition:  ## write the learner repository to DEST=path (no solutions, hidden tests, quiz key or rubrics)
+	@test -n "$(DEST)" || { echo "usage: make student-edition DEST=path/outside/this/repository"; exit 2; }
+	$(PYTHON) scripts/student_edition.py $(DEST) --git

@@ -1,60 +1,31 @@
-"""Data for both profiles as uint8 image tensors, and a loader that batches them on the model's device."""
-from dataclasses import dataclass
-from typing import Callable, Optional
-
+"""Data for both profiles as uint8 image tensors (train/val/test), and a loader that batches them on the device."""
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .profiles import get_profile
+from .splits import ImageData, few_label_split
 
-DIGITS_TEST_SIZE = 500
-
-
-@dataclass
-class ImageData:
-    """Train/test images (uint8, N×3×H×W), labels, class names and how to normalise/augment them."""
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    classes: list
-    mean: tuple = (0.5, 0.5, 0.5)
-    std: tuple = (0.5, 0.5, 0.5)
-    train_transform: Optional[Callable] = None  # float batch in [0, 1] -> float batch (augmentation)
-    test_transform: Optional[Callable] = None
-
-    @property
-    def num_classes(self):
-        """Number of target classes."""
-        return len(self.classes)
-
-
-def few_label_split(labels, labels_per_class, seed=0, exclude=()):
-    """Indices of `labels_per_class` examples of every class, chosen with `seed`, skipping `exclude`."""
-    labels = np.asarray(labels)
-    pool = np.setdiff1d(np.arange(len(labels)), np.asarray(exclude, dtype=int))
-    counts = np.bincount(labels[pool], minlength=labels.max() + 1)
-    if labels_per_class < 1 or labels_per_class > counts.min():
-        raise ValueError(f"labels_per_class={labels_per_class} is impossible: the smallest class has "
-                         f"{counts.min()} training examples; pick 1..{counts.min()}.")
-    rng = np.random.default_rng(seed)
-    picks = [rng.choice(pool[labels[pool] == c], labels_per_class, replace=False) for c in range(len(counts))]
-    return np.sort(np.concatenate(picks))
+DIGITS_TEST_SIZE = 500      # the fixed test set (seed DIGITS_TEST_SEED), as before the validation split existed
+DIGITS_TEST_SEED = 12345
+DIGITS_VAL_PER_CLASS = 20   # the fixed validation set: 20 per class from the images not in the test set
+DIGITS_VAL_SEED = 54321
 
 
 def load_digits_data(labels_per_class=20, seed=0, image_size=64):
-    """scikit-learn's 1,797 handwritten digits as RGB uint8 images; a fixed test split (quick profile)."""
+    """scikit-learn's 1,797 digits as RGB uint8 images: fixed test and validation sets, seeded training draw."""
     from sklearn.datasets import load_digits
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
     x = F.interpolate(x, size=image_size, mode="bilinear", align_corners=False).clamp(0, 1)
     images = (x * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     labels = torch.tensor(digits.target, dtype=torch.int64)
-    test_idx = np.random.default_rng(12345).permutation(len(labels))[:DIGITS_TEST_SIZE]
-    train_idx = few_label_split(digits.target, labels_per_class, seed, exclude=test_idx)
-    return ImageData(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
-                     [str(d) for d in range(10)])
+    test_idx = np.random.default_rng(DIGITS_TEST_SEED).permutation(len(labels))[:DIGITS_TEST_SIZE]
+    val_idx = few_label_split(digits.target, DIGITS_VAL_PER_CLASS, DIGITS_VAL_SEED, exclude=test_idx)
+    train_idx = few_label_split(digits.target, labels_per_class, seed, exclude=np.concatenate([test_idx, val_idx]))
+    return ImageData(train_images=images[train_idx], train_labels=labels[train_idx], val_images=images[val_idx],
+                     val_labels=labels[val_idx], test_images=images[test_idx], test_labels=labels[test_idx],
+                     classes=[str(d) for d in range(10)])
 
 
 def load_data(profile=None, labels_per_class=None, seed=0, root=None):
@@ -102,6 +73,14 @@ class TensorLoader:
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         self.generator = torch.Generator().manual_seed(seed)
 
+    def reseed(self, seed):
+        """Restart the shuffle order and the transform's random draws from `seed`; return the loader."""
+        self.generator.manual_seed(seed)
+        transform_generator = getattr(self.transform, "generator", None)
+        if isinstance(transform_generator, torch.Generator):
+            transform_generator.manual_seed(seed)
+        return self
+
     def __len__(self):
         """Number of batches per epoch."""
         n = len(self.labels)
@@ -127,10 +106,18 @@ class TensorLoader:
 
 
 def make_loaders(data, batch_size=32, device="cpu", seed=0):
-    """Return (train_loader, test_loader) for ImageData: shuffled + augmented train, plain test."""
+    """Return (train_loader, val_loader, test_loader): train shuffled + augmented (reseeded), val/test plain."""
     common = dict(device=device, mean=data.mean, std=data.std)
     train_loader = TensorLoader(data.train_images, data.train_labels, batch_size, shuffle=True,
-                                transform=data.train_transform, seed=seed, **common)
-    test_loader = TensorLoader(data.test_images, data.test_labels, max(batch_size, 256),
-                               transform=data.test_transform, **common)
-    return train_loader, test_loader
+                                transform=data.train_transform, **common).reseed(seed)
+    val_loader, test_loader = (TensorLoader(images, labels, max(batch_size, 256), transform=data.test_transform,
+                                            **common)
+                               for images, labels in ((data.val_images, data.val_labels),
+                                                      (data.test_images, data.test_labels)))
+    return train_loader, val_loader, test_loader
+
+
+def feature_loader(images, labels, data, device, batch_size=256):
+    """An ordered, unaugmented loader (the data's test_transform): the one to cache features from."""
+    return TensorLoader(images, labels, batch_size, device=device, mean=data.mean, std=data.std,
+                        transform=data.test_transform)

@@ -15,13 +15,14 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .augment import CenterCrop, RandomResizedCropFlip
-from .data import ImageData, few_label_split
+from .splits import ImageData, few_label_split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DATA_ENV_VAR = "FINETUNE_DATA"
-POOL_SPLITS = ("train", "val")  # the labelled pool the few-label training set is drawn from (20 per class)
-TEST_SPLIT = "test"             # 6,149 images: the held-out test set
+TRAIN_SPLIT = "train"  # 10 per class: the few-label training set is drawn from it
+VAL_SPLIT = "val"      # 1,020 images (10 per class): the validation set, disjoint from the training draw
+TEST_SPLIT = "test"    # 6,149 images: the held-out test set
 DECODE_CHUNK = 128              # images decoded (and resized) per call
 
 
@@ -100,27 +101,29 @@ def load_split(root, split, size, device=None):
 
 
 def load_flowers(root=None, labels_per_class=10, seed=0, image_size=224, device=None):
-    """Oxford Flowers-102 as ImageData (full profile): `labels_per_class` training photos per class, test split.
+    """Oxford Flowers-102 as ImageData (full profile): few-label training draw, official val and test splits.
 
-    The training photos are drawn with `seed` from the train+val splits (20 per class); the test split (6,149
-    photos) is the test set. Images are cached at 8/7 × image_size; train_transform crops and flips them at
-    random (scale 0.25–1), test_transform takes the central image_size square; normalisation is ImageNet's.
+    `labels_per_class` training photos per class are drawn with `seed` from the official train split (10 per
+    class); the official val split (1,020 photos) is the validation set and the test split (6,149) the test set.
+    Images are cached at 8/7 × image_size; train_transform crops and flips them at random (scale 0.25–1),
+    test_transform takes the central image_size square; normalisation is ImageNet's.
     """
     size = cache_size_for(image_size)
-    pool = [load_split(root, split, size, device) for split in POOL_SPLITS]
-    pool_images, pool_labels = torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
+    pool_images, pool_labels = load_split(root, TRAIN_SPLIT, size, device)
+    val_images, val_labels = load_split(root, VAL_SPLIT, size, device)
     test_images, test_labels = load_split(root, TEST_SPLIT, size, device)
     try:
         picks = few_label_split(pool_labels.numpy(), labels_per_class, seed)
     except ValueError as error:
-        raise ValueError(f"Flowers-102 has {len(pool_labels)} labelled photos in its {' + '.join(POOL_SPLITS)} "
-                         f"splits: {error}") from None
+        raise ValueError(f"Flowers-102 has {len(pool_labels)} labelled photos in its {TRAIN_SPLIT} split: "
+                         f"{error}") from None
     picks = torch.as_tensor(picks)
     from torchvision.datasets import Flowers102
-    num_classes = int(max(pool_labels.max(), test_labels.max())) + 1
+    num_classes = int(max(pool_labels.max(), val_labels.max(), test_labels.max())) + 1
     names = list(getattr(Flowers102, "classes", []))  # torchvision >= 0.22 names the 102 classes
     classes = names[:num_classes] if len(names) >= num_classes else [str(c) for c in range(num_classes)]
-    return ImageData(pool_images[picks], pool_labels[picks], test_images, test_labels, classes,
+    return ImageData(train_images=pool_images[picks], train_labels=pool_labels[picks], val_images=val_images,
+                     val_labels=val_labels, test_images=test_images, test_labels=test_labels, classes=classes,
                      mean=IMAGENET_MEAN, std=IMAGENET_STD,
                      train_transform=RandomResizedCropFlip(image_size, seed=seed),
                      test_transform=CenterCrop(image_size))

@@ -1,16 +1,18 @@
-"""Plots the notebooks show: training curves, LR sweeps, LR finder, weight drift, strategy comparison."""
+"""Plots the notebooks show: training curves, LR sweeps, LR finder, weight drift, strategies, label budgets."""
+import statistics
+
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 
 def plot_histories(histories, title=None):
-    """Train loss and test accuracy per epoch for {label: History} side by side (02, 03, 04)."""
+    """Train loss and validation accuracy per epoch for {label: History} side by side (02, 03, 04)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, history in histories.items():
         ax_loss.plot(history.column("epoch"), history.column("train_loss"), marker=".", label=label)
-        ax_acc.plot(history.column("epoch"), history.column("test_acc"), marker=".", label=label)
+        ax_acc.plot(history.column("epoch"), history.column("val_acc"), marker=".", label=label)
     ax_loss.set(xlabel="epoch", ylabel="train loss", yscale="log")
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy", ylim=(0, 1))
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax_acc.legend(fontsize="small")
@@ -21,14 +23,14 @@ def plot_histories(histories, title=None):
 
 
 def plot_lr_sweep(curves, chance=None, ax=None):
-    """Final test accuracy vs learning rate (log x) for {label: {lr: accuracy}} (04_learning_rates)."""
+    """Final validation accuracy vs learning rate (log x) for {label: {lr: accuracy}} (04_learning_rates)."""
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     for label, accs in curves.items():
         lrs = sorted(accs)
         ax.plot(lrs, [accs[lr] for lr in lrs], marker="o", label=label)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", label="chance")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="test accuracy", ylim=(0, 1))
+    ax.set(xscale="log", xlabel="learning rate", ylabel="validation accuracy", ylim=(0, 1))
     ax.legend(fontsize="small")
     return ax
 
@@ -55,12 +57,29 @@ def plot_drift(drifts, ax=None):
     return ax
 
 
-def plot_strategies(results, ax=None):
-    """Accuracy vs wall-clock seconds, one labelled point per strategy: {name: (seconds, accuracy)} (04)."""
+def plot_strategies(results, ax=None, ylabel="test accuracy"):
+    """Accuracy vs training seconds, one labelled point per strategy: {name: (seconds, accuracy)} (02, 04)."""
     ax = ax or plt.subplots(figsize=(7, 4))[1]
     for name, (seconds, acc) in results.items():
         ax.scatter(seconds, acc, s=40)
         ax.annotate(name, (seconds, acc), textcoords="offset points", xytext=(5, 5), fontsize="small")
-    ax.set(xscale="log", xlabel="wall-clock seconds (log)", ylabel="test accuracy", ylim=(0, 1.05))
+    ax.set(xscale="log", xlabel="training seconds (log)", ylabel=ylabel, ylim=(0, 1.05))
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_label_budget(curves, ax=None, ylabel="test accuracy", chance=None):
+    """Mean ± std accuracy vs labels per class (log x) for {label: {labels_per_class: [accuracy per seed]}}."""
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    for label, by_budget in curves.items():
+        budgets = sorted(by_budget, key=float)  # JSON keys are strings
+        values = [by_budget[b] for b in budgets]
+        means = [statistics.fmean(v) for v in values]
+        stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]  # sample std over seeds
+        ax.errorbar([float(b) for b in budgets], means, yerr=stds, marker="o", capsize=3, label=label)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", label="chance")
+    ax.set(xscale="log", xlabel="labels per class (log)", ylabel=ylabel, ylim=(0, 1.05))
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return ax

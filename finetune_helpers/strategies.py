@@ -27,16 +27,16 @@ def unfreeze_last(model, num_groups):
     return model
 
 
-def staged_finetune(model, train_loader, test_loader=None, *, head_lr, lr, head_epochs, num_epochs,
+def staged_finetune(model, train_loader, val_loader=None, *, head_lr, lr, head_epochs, num_epochs,
                     num_groups=4, factor=0.5, progress=True):
     """Stage 1: train the head alone; stage 2: unfreeze the top groups at smaller, discriminative LRs."""
     freeze_all_but_head(model)
     history = History(dict(row, stage="head") for row in fit(
-        model, train_loader, test_loader, lr=head_lr, num_epochs=head_epochs, progress=progress, desc="head"))
+        model, train_loader, val_loader, lr=head_lr, num_epochs=head_epochs, progress=progress, desc="head"))
     unfreeze_last(model, num_groups)
     optimizer = make_optimizer(discriminative_param_groups(model, lr, factor), lr)
     offset_epochs, offset_seconds = len(history), history.last["seconds"] if history else 0.0
-    for row in fit(model, train_loader, test_loader, optimizer=optimizer, num_epochs=num_epochs,
+    for row in fit(model, train_loader, val_loader, optimizer=optimizer, num_epochs=num_epochs,
                    progress=progress, desc="unfrozen"):
         history.append(dict(row, epoch=row["epoch"] + offset_epochs, seconds=row["seconds"] + offset_seconds,
                             stage="unfrozen"))

@@ -1,4 +1,5 @@
-"""Learning-rate comparisons: full sweeps, a batched sweep of many linear heads at once, and an LR finder (04)."""
+"""Learning-rate comparisons selected on validation accuracy: full sweeps, a batched sweep of many linear heads at
+once, `best_lr`, and an LR finder (04)."""
 import copy
 import math
 import time
@@ -6,35 +7,37 @@ import time
 import torch
 from torch.nn import functional as F
 
-from .device import set_seed
+from .device import set_seed, synchronize
 from .freezing import set_bn_eval, trainable_parameters
 from .training import History, feature_batches, fit, make_optimizer, train_head
 
 
-def lr_sweep(make_model, lrs, train_loader, test_loader, *, num_epochs, seed=0, **fit_kwargs):
-    """Train a fresh `make_model()` per learning rate, one after another; return {lr: History}."""
+def lr_sweep(make_model, lrs, train_loader, val_loader, *, num_epochs, seed=0, **fit_kwargs):
+    """Train a fresh `make_model()` per learning rate, one after another; return {lr: History} (val_acc)."""
     results = {}
-    # Every lr sees the same batch order and the same augmentation draws (TensorLoader and its transform).
-    generators = [g for g in (getattr(train_loader, "generator", None),
-                              getattr(getattr(train_loader, "transform", None), "generator", None))
-                  if isinstance(g, torch.Generator)]
-    states = [g.get_state() for g in generators]
     for lr in lrs:
         set_seed(seed)
-        for generator, state in zip(generators, states):
-            generator.set_state(state)
-        results[lr] = fit(make_model(), train_loader, test_loader, lr=lr, num_epochs=num_epochs,
+        if hasattr(train_loader, "reseed"):  # every lr sees the same batches and augmentation draws
+            train_loader.reseed(seed)
+        results[lr] = fit(make_model(), train_loader, val_loader, lr=lr, num_epochs=num_epochs,
                           desc=f"lr={lr:g}", **fit_kwargs)
     return results
 
 
-def head_sweep(train_feats, train_labels, test_feats, test_labels, lrs, *, num_epochs, batch_size=32, seed=0):
+def best_lr(results):
+    """The learning rate whose History ends with the highest val_acc; the smallest one on ties."""
+    if not results:
+        raise ValueError("results is empty: pass the {lr: History} dict returned by a sweep.")
+    return max(sorted(results), key=lambda lr: results[lr].last["val_acc"])
+
+
+def head_sweep(train_feats, train_labels, val_feats, val_labels, lrs, *, num_epochs, batch_size=32, seed=0):
     """One linear head per learning rate on cached features, one run after another; return {lr: History}."""
     results = {}
     for lr in lrs:
         set_seed(seed)
         head = torch.nn.Linear(train_feats.shape[1], int(train_labels.max()) + 1).to(train_feats.device)
-        results[lr] = train_head(head, train_feats, train_labels, test_feats, test_labels, lr=lr,
+        results[lr] = train_head(head, train_feats, train_labels, val_feats, val_labels, lr=lr,
                                  num_epochs=num_epochs, batch_size=batch_size, seed=seed)
     return results
 
@@ -49,7 +52,7 @@ def _adamw_step(param, grad, state, lr, step, betas=(0.9, 0.999), eps=1e-8, weig
     param.sub_(lr * m_hat / (v_hat.sqrt() + eps))
 
 
-def batched_head_sweep(train_feats, train_labels, test_feats, test_labels, lrs, *, num_epochs, batch_size=32,
+def batched_head_sweep(train_feats, train_labels, val_feats, val_labels, lrs, *, num_epochs, batch_size=32,
                        seed=0, weight_decay=0.0):
     """Train len(lrs) linear heads as one stacked tensor program; same result as `head_sweep`, {lr: History}."""
     set_seed(seed)
@@ -59,10 +62,12 @@ def batched_head_sweep(train_feats, train_labels, test_feats, test_labels, lrs, 
     bias = init.bias.detach().repeat(k, 1).requires_grad_()          # K × C
     lr = torch.tensor(lrs, dtype=weight.dtype, device=weight.device)
     states = [(torch.zeros_like(t), torch.zeros_like(t)) for t in (weight, bias)]
-    generator, step, start = torch.Generator().manual_seed(seed), 0, time.perf_counter()
+    generator, step, seconds = torch.Generator().manual_seed(seed), 0, 0.0
     histories = [History() for _ in lrs]
     logits_of = lambda x: torch.einsum("bd,kcd->kbc", x, weight) + bias[:, None, :]  # noqa: E731
     for epoch in range(1, num_epochs + 1):
+        synchronize(weight.device)
+        start = time.perf_counter()
         loss_sum = torch.zeros(k, device=weight.device)
         for x, y in feature_batches(train_feats, train_labels, batch_size, generator):
             per_head = F.cross_entropy(logits_of(x).transpose(1, 2), y.expand(k, -1), reduction="none").mean(1)
@@ -72,13 +77,15 @@ def batched_head_sweep(train_feats, train_labels, test_feats, test_labels, lrs, 
                 _adamw_step(weight, grads[0], states[0], lr[:, None, None], step, weight_decay=weight_decay)
                 _adamw_step(bias, grads[1], states[1], lr[:, None], step, weight_decay=weight_decay)
             loss_sum += per_head.detach() * len(y)
+        losses = loss_sum.tolist()  # read back once per epoch, not per head
+        seconds += time.perf_counter() - start
         with torch.no_grad():
-            train_acc = (logits_of(train_feats).argmax(2) == train_labels).float().mean(1)
-            test_acc = (logits_of(test_feats).argmax(2) == test_labels).float().mean(1)
-        rows = zip(loss_sum.tolist(), train_acc.tolist(), test_acc.tolist())  # read back once per epoch, not per head
-        for history, (loss, train, test) in zip(histories, rows):
-            history.append(dict(epoch=epoch, train_loss=loss / len(train_labels), train_acc=train, test_acc=test,
-                                seconds=time.perf_counter() - start))
+            train_acc = (logits_of(train_feats).argmax(2) == train_labels).float().mean(1).tolist()
+            val_acc = [math.nan] * k if val_feats is None else \
+                (logits_of(val_feats).argmax(2) == val_labels).float().mean(1).tolist()
+        for history, rate, loss, train, val in zip(histories, lrs, losses, train_acc, val_acc):
+            history.append(dict(epoch=epoch, train_loss=loss / len(train_labels), train_acc=train, val_acc=val,
+                                seconds=seconds, lr=float(rate)))
     return dict(zip(lrs, histories))
 
 

@@ -190,11 +190,11 @@ def submit(root, student, assignment, notebook_files):
             nbformat.write(nb, dest / name)
 
 
-def grade_rows(root):
-    """{(student, assignment, notebook, grade_id): (auto, manual, max)} for every grade in ROOT's gradebook."""
+def grade_rows(root, url=None):
+    """{(student, assignment, notebook, grade_id): (auto, manual, max)} for every grade in ROOT's gradebook (or URL)."""
     from nbgrader.api import Gradebook
     rows = {}
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+    with Gradebook(url or f"sqlite:///{root / 'gradebook.db'}") as gb:
         for assignment in gb.assignments:
             for sub in gb.assignment_submissions(assignment.name):
                 for nb in sub.notebooks:
@@ -204,10 +204,10 @@ def grade_rows(root):
     return rows
 
 
-def code_scores(root):
-    """{(student, assignment): (autograded score, autograded max)} from ROOT's gradebook."""
+def code_scores(root, url=None):
+    """{(student, assignment): (autograded score, autograded max)} from ROOT's gradebook (or URL)."""
     from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+    with Gradebook(url or f"sqlite:///{root / 'gradebook.db'}") as gb:
         return {(s.student_id, a.name): (s.code_score, s.max_code_score)
                 for a in gb.assignments for s in gb.assignment_submissions(a.name)}
 
@@ -219,6 +219,7 @@ class Course:
     batches: dict = field(default_factory=dict)    # name -> (exit status, stdout, stderr) of autograde_all.py
     seconds: dict = field(default_factory=dict)    # (student, assignment) -> autograde wall seconds
     snapshots: dict = field(default_factory=dict)  # name -> grade_rows() at that moment
+    extras: dict = field(default_factory=dict)     # what a fixture observed besides (e.g. attack connections)
 
     def autograded(self, student, assignment):
         """The autograded notebooks (with outputs) of STUDENT for ASSIGNMENT."""
@@ -238,20 +239,29 @@ def autograde_batch(root, *args):
 
 @pytest.fixture(scope="session")
 def probe_course(tmp_path_factory):
-    """Probe course: reference students graded, a manual grade given, then everyone regraded with the hostile."""
+    """Probe course: reference students graded, a manual grade given, then everyone regraded with the hostile.
+
+    The hostile batch includes attacks on the grading machine (tests/sandbox_fixtures.py), graded two at a time
+    in the sandbox with small limits; a listener on 127.0.0.1 records whether any of them got through."""
+    from sandbox_fixtures import Listener, probe_batch_options, require_sandbox, sandbox_probe_submissions
+    require_sandbox()
     root = new_probe_course(tmp_path_factory.mktemp("probe_course"))
     release = nbformat.read(root / "course" / PROBE / f"{PROBE}.ipynb", as_version=4)
     course = Course(root)
     cases = probe_submissions(probe_source(), release)
-    for student, (nb, _) in cases.items():
+    listener, marker = Listener(), f"grading-orphan-{secrets.token_hex(4)}"
+    for student, (nb, _) in {**cases, **sandbox_probe_submissions(probe_source(), root, listener.port,
+                                                                   marker)}.items():
         submit(root, student, PROBE, {f"{PROBE}.ipynb": nb})
-    timeout = f"--Execute.timeout={PROBE_TIMEOUT}"
+    options = [f"--Execute.timeout={PROBE_TIMEOUT}", *probe_batch_options()]
     good = [arg for s in cases if s.startswith("good_") for arg in ("--student", s)]
-    course.batches["reference"] = autograde_batch(root, timeout, *good)
+    course.batches["reference"] = autograde_batch(root, *options, *good)
     _give_manual_grade(root, "good_solver", PROBE, "written_a", 1.0)
     course.snapshots["before_hostile"] = grade_rows(root)
-    course.batches["hostile"] = autograde_batch(root, timeout, "--force")  # everyone, reference ones regraded
+    course.batches["hostile"] = autograde_batch(root, *options, "--force")  # everyone, reference ones regraded
     course.snapshots["after_hostile"] = grade_rows(root)
+    listener.close()
+    course.extras.update(connections=listener.accepted, marker=marker)
     nbgrader(root, "generate_feedback", PROBE, "--force")
     return course
 
@@ -282,10 +292,10 @@ def mkparent(path):
     return path
 
 
-def _give_manual_grade(root, student, assignment, grade_id, score):
-    """Record a manual score, as an instructor does in formgrader."""
+def _give_manual_grade(root, student, assignment, grade_id, score, url=None):
+    """Record a manual score, as an instructor does in formgrader (in ROOT's gradebook, or URL)."""
     from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+    with Gradebook(url or f"sqlite:///{root / 'gradebook.db'}") as gb:
         grade = gb.find_grade(grade_id, assignment, assignment, student)
         grade.manual_score = score
         gb.db.commit()

@@ -51,7 +51,7 @@ def test_fit_trains_resnet18_with_the_fast_path_on_its_device(device):
     train_loader = TensorLoader(images, labels, 16, shuffle=True, device=device)
     history = fit(model, train_loader, train_loader, lr=1e-3, num_epochs=4, bn_eval=False, progress=False)
     assert history.last["train_loss"] < history[0]["train_loss"], "training did not lower the loss"
-    assert history.last["train_acc"] >= 0.9 and history.last["test_acc"] >= 0.75, history.column("test_acc")
+    assert history.last["train_acc"] >= 0.9 and history.last["val_acc"] >= 0.75, history.column("val_acc")
     on_cuda = device == "cuda"
     assert set(dtypes) == {torch.bfloat16 if on_cuda else torch.float32}, "bf16 autocast on CUDA only"
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last) == on_cuda
@@ -129,4 +129,4 @@ def test_batched_head_sweep_on_cuda_matches_one_by_one_and_the_cpu():
     for lr in lrs:
         for other in (on_cpu, one_by_one):
             assert batched[lr].column("train_loss") == pytest.approx(other[lr].column("train_loss"), rel=1e-3), lr
-            assert abs(batched[lr].last["test_acc"] - other[lr].last["test_acc"]) <= 1 / 40 + 1e-6, lr
+            assert abs(batched[lr].last["val_acc"] - other[lr].last["val_acc"]) <= 1 / 40 + 1e-6, lr

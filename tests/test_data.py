@@ -1,4 +1,5 @@
-"""Unit tests for finetune_helpers.data: the digits data, the few-label split, TensorLoader and make_loaders."""
+"""Unit tests for finetune_helpers.data: the digits data (train/val/test), the few-label split, TensorLoader,
+make_loaders and feature_loader."""
 import dataclasses
 import re
 
@@ -6,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from finetune_helpers.data import (DIGITS_TEST_SIZE, ImageData, TensorLoader, few_label_split, fits_on_device,
-                                   load_data, make_loaders)
+from finetune_helpers.augment import RandomResizedCropFlip
+from finetune_helpers.data import (DIGITS_TEST_SIZE, DIGITS_VAL_PER_CLASS, TensorLoader, feature_loader,
+                                   fits_on_device, load_data, make_loaders)
+from finetune_helpers.splits import ImageData, few_label_split
 from finetune_helpers.profiles import PROFILES
 
 
@@ -28,8 +31,10 @@ def test_load_data_shapes_dtypes_and_classes(digits):
     assert isinstance(digits, ImageData)
     assert digits.train_images.shape == (200, 3, 64, 64)
     assert digits.test_images.shape == (DIGITS_TEST_SIZE, 3, 64, 64) == (500, 3, 64, 64)
-    assert digits.train_images.dtype == digits.test_images.dtype == torch.uint8
-    assert digits.train_labels.dtype == digits.test_labels.dtype == torch.int64
+    assert digits.val_images.shape == (10 * DIGITS_VAL_PER_CLASS, 3, 64, 64) == (200, 3, 64, 64)
+    assert digits.train_images.dtype == digits.val_images.dtype == digits.test_images.dtype == torch.uint8
+    assert digits.train_labels.dtype == digits.val_labels.dtype == digits.test_labels.dtype == torch.int64
+    assert torch.bincount(digits.val_labels, minlength=10).tolist() == [20] * 10
     assert digits.train_labels.shape == (200,) and digits.test_labels.shape == (500,)
     assert digits.classes == [str(d) for d in range(10)]
     assert digits.num_classes == 10
@@ -63,10 +68,24 @@ def test_test_split_contains_every_class(digits):
     assert counts.sum() == 500 and (counts > 20).all()
 
 
-def test_train_and_test_are_disjoint(digits):
-    """The 1,797 source digits are all different, so any shared image means a leaked example."""
-    everything = torch.cat([digits.train_images, digits.test_images])[:, 0].flatten(1).numpy()
-    assert len(np.unique(everything, axis=0)) == len(everything)
+def _distinct(*image_sets):
+    """True when no image appears twice across the sets (the 1,797 source digits are all different)."""
+    everything = torch.cat(image_sets)[:, 0].flatten(1).numpy()
+    return len(np.unique(everything, axis=0)) == len(everything)
+
+
+def test_train_val_and_test_are_disjoint(digits):
+    """Any image shared between two splits would be a leaked example."""
+    assert _distinct(digits.train_images, digits.val_images, digits.test_images)
+    assert not _distinct(digits.train_images, digits.train_images[:1]), "the check itself sees a duplicate"
+
+
+@pytest.mark.parametrize("seed, labels_per_class", [(1, 20), (3, 5), (0, 50)])
+def test_validation_set_is_fixed_whatever_the_training_draw(digits, seed, labels_per_class):
+    other = load_data("quick", labels_per_class=labels_per_class, seed=seed)
+    assert torch.equal(other.val_images, digits.val_images) and torch.equal(other.val_labels, digits.val_labels)
+    assert torch.equal(other.test_images, digits.test_images)
+    assert _distinct(other.train_images, other.val_images, other.test_images)
 
 
 def test_same_seed_same_split(digits):
@@ -74,6 +93,7 @@ def test_same_seed_same_split(digits):
     assert torch.equal(again.train_images, digits.train_images)
     assert torch.equal(again.train_labels, digits.train_labels)
     assert torch.equal(again.test_images, digits.test_images)
+    assert torch.equal(again.val_images, digits.val_images)
 
 
 def test_different_seed_different_train_split_same_test_split(digits, digits_seed1):
@@ -297,20 +317,24 @@ def test_loader_with_the_cache_kept_off_the_device_yields_the_same_batches():
 # ------------------------------------------------------------------ make_loaders
 
 def test_make_loaders(digits):
-    data = ImageData(digits.train_images[:40], digits.train_labels[:40], digits.test_images[:300],
-                     digits.test_labels[:300], digits.classes, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6),
+    data = ImageData(train_images=digits.train_images[:40], train_labels=digits.train_labels[:40],
+                     val_images=digits.val_images[:100], val_labels=digits.val_labels[:100],
+                     test_images=digits.test_images[:300], test_labels=digits.test_labels[:300],
+                     classes=digits.classes, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6),
                      train_transform=lambda x: x.flip(-1), test_transform=lambda x: x * 0)
-    train_loader, test_loader = make_loaders(data, batch_size=16, seed=3)
+    train_loader, val_loader, test_loader = make_loaders(data, batch_size=16, seed=3)
     assert (train_loader.batch_size, train_loader.shuffle, train_loader.drop_last) == (16, True, False)
-    assert (test_loader.batch_size, test_loader.shuffle) == (256, False)
-    assert len(train_loader) == 3 and len(test_loader) == 2
-    assert train_loader.transform is data.train_transform and test_loader.transform is data.test_transform
-    # test loader: unshuffled, its transform, then the data's normalisation
-    x, y = next(iter(test_loader))
-    assert torch.equal(y, data.test_labels[:256])
+    assert (val_loader.batch_size, val_loader.shuffle) == (test_loader.batch_size, test_loader.shuffle) == (256, False)
+    assert len(train_loader) == 3 and len(val_loader) == 1 and len(test_loader) == 2
+    assert train_loader.transform is data.train_transform
+    assert val_loader.transform is test_loader.transform is data.test_transform
+    # val and test loaders: unshuffled, their transform, then the data's normalisation
     mean = torch.tensor(data.mean).view(1, 3, 1, 1)
     std = torch.tensor(data.std).view(1, 3, 1, 1)
-    torch.testing.assert_close(x, (0 - mean) / std * torch.ones_like(x))
+    for loader, labels in ((val_loader, data.val_labels), (test_loader, data.test_labels[:256])):
+        x, y = next(iter(loader))
+        assert torch.equal(y, labels)
+        torch.testing.assert_close(x, (0 - mean) / std * torch.ones_like(x))
     # train loader: shuffled with `seed`, the train transform, the same normalisation
     reference = TensorLoader(data.train_images, data.train_labels, 16, shuffle=True, seed=3)
     assert _epoch_order(train_loader) == _epoch_order(reference)
@@ -322,6 +346,64 @@ def test_make_loaders(digits):
 
 
 def test_make_loaders_keeps_large_test_batches(digits):
-    train_loader, test_loader = make_loaders(digits, batch_size=512)
-    assert train_loader.batch_size == 512 and test_loader.batch_size == 512
-    assert len(test_loader) == 1
+    train_loader, val_loader, test_loader = make_loaders(digits, batch_size=512)
+    assert train_loader.batch_size == val_loader.batch_size == test_loader.batch_size == 512
+    assert len(test_loader) == len(val_loader) == 1
+
+
+# ------------------------------------------------------------------ reseed
+
+def _augmented(seed=0):
+    """A shuffled loader whose transform draws random crops from its own generator."""
+    images = _images(24, size=12)
+    return TensorLoader(images, torch.arange(24), batch_size=8, shuffle=True, seed=seed,
+                        transform=RandomResizedCropFlip(8, seed=seed))
+
+
+def _epoch(loader):
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+def _same(a, b):
+    return all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b, strict=True))
+
+
+def test_reseed_repeats_the_batches_and_the_augmentation():
+    loader = _augmented(seed=0)
+    first = _epoch(loader)
+    second = _epoch(loader)
+    assert not _same(first, second), "a new order and new crops every epoch"
+    assert loader.reseed(0) is loader
+    assert _same(_epoch(loader), first), "reseed(0) restarts both the order and the crops"
+    loader.generator.manual_seed(0)  # the order alone is not enough: the crops continue from where they were
+    assert not _same(_epoch(loader), first)
+    assert _same(_epoch(_augmented(seed=5).reseed(0)), first), "reseed overrides the seeds given at construction"
+
+
+def test_reseed_without_a_random_transform():
+    loader = TensorLoader(_images(12), torch.arange(12), batch_size=4, shuffle=True, transform=lambda x: x)
+    first = _epoch_order(loader)
+    assert _epoch_order(loader.reseed(0)) == first
+
+
+def test_make_loaders_reseeds_the_shared_augmentation(digits):
+    """Two make_loaders calls with one seed give the same batches and crops, even after the first was used."""
+    data = dataclasses.replace(digits, train_transform=RandomResizedCropFlip(48, seed=9))
+    first = _epoch(make_loaders(data, batch_size=64, seed=2)[0])
+    assert _same(_epoch(make_loaders(data, batch_size=64, seed=2)[0]), first)
+    assert not _same(_epoch(make_loaders(data, batch_size=64, seed=3)[0]), first)
+
+
+# ------------------------------------------------------------------ feature_loader
+
+def test_feature_loader_is_ordered_unaugmented_and_normalised(digits):
+    data = dataclasses.replace(digits, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6),
+                               train_transform=lambda x: x.flip(-1), test_transform=lambda x: x[..., 2:-2, 2:-2])
+    loader = feature_loader(data.train_images, data.train_labels, data, "cpu")
+    assert loader.batch_size == 256 and not loader.shuffle and loader.transform is data.test_transform
+    x, y = next(iter(loader))
+    assert torch.equal(y, data.train_labels)
+    mean, std = torch.tensor(data.mean).view(1, 3, 1, 1), torch.tensor(data.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, (data.train_images[..., 2:-2, 2:-2].float() / 255 - mean) / std)
+    assert _epoch_order(loader) == _epoch_order(loader), "the same order every pass"
+    assert len(feature_loader(data.val_images, data.val_labels, data, "cpu", batch_size=64)) == 4

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_fixtures import write_fake_flowers  # noqa: E402
 
 NUM_CLASSES = 10
-PER_SPLIT = {"trnid": 3, "valid": 3, "tstid": 4}  # 6 labelled photos per class to draw 3 from; 40 test photos
+PER_SPLIT = {"trnid": 3, "valid": 3, "tstid": 4}  # per class: 3 training photos (all drawn), 3 val, 4 test
 OVERRIDES = "image_size=32,labels_per_class=3,batch_size=8,num_epochs=2"
 DEAD_PROXY = "http://127.0.0.1:9"                 # the discard port: any download is refused at once
 

@@ -2,6 +2,7 @@
 benchmarks/gpu_check.sh names (a rename must not silently break the one run a lent GPU gets)."""
 import re
 import subprocess
+import sys
 
 import nbformat
 
@@ -62,3 +63,22 @@ def test_gpu_check_script_names_files_that_exist():
     assert not missing, f"benchmarks/gpu_check.sh names files that do not exist: {missing}"
     result = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_gpu_check_benchmark_line_parses_with_the_current_cli(tmp_path):
+    """The bench command in gpu_check.sh, at SIZE=tiny, is accepted by the CLI, and `-m` finds the entry point."""
+    import shlex
+
+    from finetune_helpers.bench import cli
+    script = (REPO / "benchmarks" / "gpu_check.sh").read_text()
+    line = next(line for line in script.splitlines() if "-m finetune_helpers.bench" in line)
+    command = line.replace('"$SIZE"', "tiny").replace('"$OUT', f'"{tmp_path}').split(">")[0].rstrip(" \\")
+    words = shlex.split(command)
+    args = words[words.index("finetune_helpers.bench") + 1:]
+    parser = cli.parser()
+    parsed = parser.parse_args(args)
+    assert parsed.gpu and parsed.size == "tiny" and parsed.json == f"{tmp_path}/gpu_pipeline.json"
+    assert cli.check_args(parser, parsed) is None
+    result = subprocess.run([sys.executable, "-m", "finetune_helpers.bench", "--help"], capture_output=True,
+                            text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0 and "--label-budget" in result.stdout, result.stderr

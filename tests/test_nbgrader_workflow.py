@@ -147,7 +147,8 @@ def test_hostile_batch_grades_everyone_and_flags_the_dead_kernel(probe_course):
     failed = sorted(line.split()[0] for line in table.splitlines() if "FAILED" in line)
     assert failed == ["hostile_os_exit"], f"expected only hostile_os_exit to be flagged, got {failed}:\n{table}"
     graded = {p.parent.parent.name for p in (probe_course.root / "autograded").glob(f"*/{PROBE}/*.ipynb")}
-    assert graded == set(PROBE_EXPECTED) - {"hostile_os_exit"}, f"autograded submissions: {sorted(graded)}"
+    submitted = {p.name for p in (probe_course.root / "submitted").iterdir()}
+    assert graded == submitted - {"hostile_os_exit"}, f"not autograded: {sorted(submitted - graded)}"
     assert probe_course.batches["reference"][0] == 0, probe_course.batches["reference"][2][-3000:]
 
 
@@ -177,8 +178,12 @@ def test_probe_feedback_hides_hidden_tests_rubric_and_solutions(probe_course):
     secrets = secret_lines(probe_source())
     not_for_anyone = {PROBE_SECRETS["hidden"], PROBE_SECRETS["rubric"]}
     pages = probe_course.feedback()
-    assert len(pages) == len(PROBE_EXPECTED) - 1, f"expected feedback for every graded student, got {pages}"
-    for page in pages:
+    submitted = {p.name for p in (probe_course.root / "submitted").iterdir()}
+    assert len(pages) == len(submitted) - 1, f"expected feedback for every graded student, got {pages}"
+    hidden = PROBE_SECRETS["hidden"]
+    for page in pages:  # also inside a line, as learner code that prints later cells would show it (repr, JSON)
+        found = [s for s in {hidden, repr(hidden)[1:-1], json.dumps(hidden)[1:-1]} if s in html_text(page)]
+        assert not found, f"{page} reveals the hidden test {found}: check ScrubHiddenTests (scripts/grading)"
         if "good_blank" in page.parts:
             found = leaks(html_text(page), secrets)
         else:  # others submitted solution code themselves: they may see it, never the hidden tests or rubric

@@ -47,15 +47,16 @@ def test_the_real_torchvision_dataset_reads_the_generated_folder(flowers_root):
 
 
 def test_load_flowers_shapes_labels_and_pixels(flowers_root):
-    data = photos.load_flowers(root=flowers_root, labels_per_class=3, seed=0, image_size=32)
+    data = photos.load_flowers(root=flowers_root, labels_per_class=2, seed=0, image_size=32)
     size = photos.cache_size_for(32)
     assert size > 32
-    assert data.train_images.shape == (9, 3, size, size) and data.train_images.dtype == torch.uint8
-    assert data.test_images.shape == (9, 3, size, size) and data.test_images.dtype == torch.uint8
-    assert torch.bincount(data.train_labels).tolist() == [3, 3, 3]
-    assert torch.bincount(data.test_labels).tolist() == [3, 3, 3]
-    assert torch.equal(dominant_class(data.train_images), data.train_labels), "images and labels out of step"
-    assert torch.equal(dominant_class(data.test_images), data.test_labels), "images and labels out of step"
+    for images, labels, per_class in ((data.train_images, data.train_labels, 2),
+                                      (data.val_images, data.val_labels, 2), (data.test_images, data.test_labels, 3)):
+        assert images.shape == (3 * per_class, 3, size, size) and images.dtype == torch.uint8
+        assert torch.bincount(labels).tolist() == [per_class] * 3
+        colour = (images[:, 0] != images[:, 1]).flatten(1).any(1)  # the grey photo has no dominant colour
+        assert colour.sum() >= len(images) - 1
+        assert torch.equal(dominant_class(images[colour]), labels[colour]), "images and labels out of step"
     assert data.classes == torchvision.datasets.Flowers102.classes[:3] and data.num_classes == 3
     assert data.mean == photos.IMAGENET_MEAN and data.std == photos.IMAGENET_STD
     assert isinstance(data.train_transform, RandomResizedCropFlip) and data.train_transform.size == 32
@@ -79,17 +80,29 @@ def test_decoding_happens_once_then_the_cache_is_used(flowers_root):
     assert torch.equal(first.test_images, second.test_images)
 
 
-def test_seeds_pick_different_photos_from_the_train_and_val_pool(flowers_root):
-    picks = {seed: photos.load_flowers(root=flowers_root, labels_per_class=2, seed=seed, image_size=32)
+def _distinct(*image_sets):
+    """True when no image appears twice across the sets (every generated photo has its own noise)."""
+    everything = torch.cat(image_sets).flatten(1)
+    return len(torch.unique(everything, dim=0)) == len(everything)
+
+
+def test_seeds_draw_training_photos_from_the_train_split_only(flowers_root):
+    picks = {seed: photos.load_flowers(root=flowers_root, labels_per_class=1, seed=seed, image_size=32)
              for seed in range(4)}
     assert torch.equal(picks[0].train_images, photos.load_flowers(
-        root=flowers_root, labels_per_class=2, seed=0, image_size=32).train_images)
+        root=flowers_root, labels_per_class=1, seed=0, image_size=32).train_images)
     assert any(not torch.equal(picks[0].train_images, picks[s].train_images) for s in (1, 2, 3))
+    train_split, _ = photos.load_split(flowers_root, "train", photos.cache_size_for(32))
+    val_split, _ = photos.load_split(flowers_root, "val", photos.cache_size_for(32))
+    for data in picks.values():
+        assert torch.equal(data.val_images, val_split), "validation is the official val split, whatever the seed"
+        assert all((train_split == image).all(dim=(1, 2, 3)).any() for image in data.train_images)
+        assert _distinct(data.train_images, data.val_images, data.test_images), "no photo in two splits"
 
 
 def test_too_many_labels_per_class_is_a_clear_error(flowers_root):
-    with pytest.raises(ValueError, match=r"labels_per_class=5 is impossible.*pick 1\.\.4"):
-        photos.load_flowers(root=flowers_root, labels_per_class=5, image_size=32)
+    with pytest.raises(ValueError, match=r"train split: labels_per_class=3 is impossible.*pick 1\.\.2"):
+        photos.load_flowers(root=flowers_root, labels_per_class=3, image_size=32)
 
 
 def test_data_root_comes_from_the_environment(flowers_root, monkeypatch):
@@ -104,15 +117,15 @@ def test_data_root_comes_from_the_environment(flowers_root, monkeypatch):
 def test_full_profile_load_data_and_loaders(flowers_root):
     data = load_data("full", labels_per_class=2, root=flowers_root)
     assert data.train_images.shape[-1] == photos.cache_size_for(224) == 256
-    train_loader, test_loader = make_loaders(data, batch_size=4)
+    train_loader, val_loader, test_loader = make_loaders(data, batch_size=4)
     x, y = next(iter(train_loader))
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
-    x, y = next(iter(test_loader))
-    assert x.shape == (9, 3, 224, 224)
     mean = torch.tensor(photos.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(photos.IMAGENET_STD).view(1, 3, 1, 1)
-    raw = CenterCrop(224)(data.test_images.float() / 255)
-    torch.testing.assert_close(x, (raw - mean) / std)
+    for loader, images in ((val_loader, data.val_images), (test_loader, data.test_images)):
+        x, y = next(iter(loader))
+        assert x.shape == (len(images), 3, 224, 224)
+        torch.testing.assert_close(x, (CenterCrop(224)(images.float() / 255) - mean) / std)
 
 
 def test_resnet18_imagenet_weights_load_offline_from_torch_home(tmp_path, monkeypatch):

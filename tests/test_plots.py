@@ -19,7 +19,7 @@ def close_figures():
 
 
 def _history(losses, accs):
-    return History(dict(epoch=i + 1, train_loss=loss, train_acc=0.0, test_acc=acc, seconds=float(i))
+    return History(dict(epoch=i + 1, train_loss=loss, train_acc=0.0, val_acc=acc, seconds=float(i))
                    for i, (loss, acc) in enumerate(zip(losses, accs)))
 
 

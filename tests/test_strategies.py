@@ -159,9 +159,9 @@ def test_staged_finetune(resnet, monkeypatch):
         return real_fit(model, *args, **kwargs)
     monkeypatch.setattr(strategies, "fit", spy)
 
-    train_loader, test_loader = _resnet_loaders()
+    train_loader, val_loader = _resnet_loaders()
     before = snapshot(resnet)
-    history = staged_finetune(resnet, train_loader, test_loader, head_lr=1e-2, lr=1e-3, head_epochs=2,
+    history = staged_finetune(resnet, train_loader, val_loader, head_lr=1e-2, lr=1e-3, head_epochs=2,
                               num_epochs=3, num_groups=2, factor=0.1, progress=False)
     # stage 1: the head alone at head_lr; stage 2: fc + layer4 at discriminative lrs
     (stage1, kw1, _), (stage2, kw2, lrs2) = calls
@@ -174,7 +174,7 @@ def test_staged_finetune(resnet, monkeypatch):
     assert history.column("stage") == ["head", "head", "unfrozen", "unfrozen", "unfrozen"]
     seconds = history.column("seconds")
     assert all(a <= b for a, b in zip(seconds, seconds[1:]))
-    assert all(0 <= row["test_acc"] <= 1 for row in history)
+    assert all(0 <= row["val_acc"] <= 1 for row in history)
     # what moved: layer4 and fc; nothing below
     after = resnet.state_dict()
     for name, tensor in before.items():

@@ -9,7 +9,8 @@ from torch import nn
 
 from finetune_helpers.data import TensorLoader
 from finetune_helpers.freezing import freeze_all_but_head, snapshot
-from finetune_helpers.sweeps import batched_head_sweep, head_sweep, lr_finder, lr_sweep, suggest_lr
+from finetune_helpers.augment import RandomResizedCropFlip
+from finetune_helpers.sweeps import batched_head_sweep, best_lr, head_sweep, lr_finder, lr_sweep, suggest_lr
 from finetune_helpers.training import History, train_head
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,10 +58,10 @@ def test_batched_head_sweep_equals_head_sweep(features, batch_size):
         assert b.column("epoch") == list(range(1, 7))
         assert b.column("train_loss") == pytest.approx(a.column("train_loss"), rel=1e-4, abs=1e-5), lr
         # accuracies: identical up to (at most) one near-tie example flipping
-        for key, n in (("train_acc", n_train), ("test_acc", n_test)):
+        for key, n in (("train_acc", n_train), ("val_acc", n_test)):
             diffs = [abs(x - y) for x, y in zip(a.column(key), b.column(key))]
             assert max(diffs) <= 1 / n + 1e-6, (lr, key, diffs)
-    accuracies = {round(batched[lr].last["test_acc"], 4) for lr in LRS}
+    accuracies = {round(batched[lr].last["val_acc"], 4) for lr in LRS}
     assert len(accuracies) > 1, "the lrs must actually produce different heads (test data too easy?)"
 
 
@@ -85,28 +86,28 @@ def test_batched_head_sweep_is_seeded(features):
 
 def test_batched_head_sweep_history_fields(features):
     history = batched_head_sweep(*features, [1e-2], num_epochs=3)[1e-2]
-    assert all(set(row) == {"epoch", "train_loss", "train_acc", "test_acc", "seconds"} for row in history)
+    assert all(set(row) == {"epoch", "train_loss", "train_acc", "val_acc", "seconds", "lr"} for row in history)
     seconds = history.column("seconds")
     assert all(0 <= a <= b for a, b in zip(seconds, seconds[1:]))
-    assert all(0 <= row["train_acc"] <= 1 and 0 <= row["test_acc"] <= 1 for row in history)
+    assert all(0 <= row["train_acc"] <= 1 and 0 <= row["val_acc"] <= 1 for row in history)
 
 
 # ------------------------------------------------------------------ lr_sweep
 
 def test_lr_sweep_trains_a_fresh_seeded_model_per_lr():
-    train_loader, test_loader = toy_loaders()
+    train_loader, val_loader = toy_loaders()
     initial = []
 
     def make_model():
         model = tiny_net(seed=torch.randint(0, 10**6, ()).item())  # depends on the global RNG lr_sweep seeds
         initial.append(model.fc.weight.detach().clone())
         return model
-    results = lr_sweep(make_model, [1e-3, 1e-1], train_loader, test_loader, num_epochs=2, seed=4, progress=False)
+    results = lr_sweep(make_model, [1e-3, 1e-1], train_loader, val_loader, num_epochs=2, seed=4, progress=False)
     assert list(results) == [1e-3, 1e-1]
     assert len(initial) == 2 and torch.equal(initial[0], initial[1]), "every lr starts from the same model"
     for history in results.values():
         assert isinstance(history, History) and history.column("epoch") == [1, 2]
-        assert all(0 <= row["test_acc"] <= 1 for row in history)
+        assert all(0 <= row["val_acc"] <= 1 for row in history)
     assert results[1e-3].last["train_loss"] != results[1e-1].last["train_loss"]
 
 
@@ -129,6 +130,83 @@ def test_lr_sweep_passes_fit_options():
     model, before = model_states[0]
     assert not torch.equal(model.features[1].running_mean, before["features.1.running_mean"]), "bn_eval=False"
     assert torch.equal(model.features[0].weight, before["features.0.weight"])
+
+
+def test_lr_sweep_gives_every_lr_the_same_augmentation_draws():
+    """The loader and its random crops are reseeded per lr (TensorLoader.reseed), so runs differ only by lr."""
+    images, labels = toy_images(32, size=12)
+    loader = TensorLoader(images, labels, batch_size=8, shuffle=True, transform=RandomResizedCropFlip(8, seed=7))
+    seen = []
+
+    def make_model():
+        model = tiny_net()
+        model.register_forward_pre_hook(lambda module, inputs: seen[-1].append(inputs[0].clone())
+                                        if module.training else None)
+        seen.append([])
+        return model
+    lr_sweep(make_model, [1e-3, 1e-2], loader, None, num_epochs=2, seed=3, progress=False)
+    assert len(seen[0]) == len(seen[1]) == 8
+    assert all(torch.equal(a, b) for a, b in zip(seen[0], seen[1])), "same batches and crops for every lr"
+    assert not torch.equal(seen[0][0], seen[0][4]), "yet each epoch draws new crops"
+
+
+def test_head_sweeps_without_validation_features_record_nan(features):
+    for sweep in (head_sweep, batched_head_sweep):
+        history = sweep(*features[:2], None, None, [1e-2], num_epochs=2)[1e-2]
+        assert all(math.isnan(row["val_acc"]) for row in history)
+
+
+def test_sweep_rows_record_their_lr(features):
+    for sweep in (head_sweep, batched_head_sweep):
+        results = sweep(*features, [1e-3, 1e-2], num_epochs=2)
+        assert all(row["lr"] == lr for lr, history in results.items() for row in history)
+
+
+def test_batched_head_sweep_seconds_exclude_evaluation(features, monkeypatch):
+    import time as time_module
+    calls = []
+    real = torch.Tensor.argmax
+
+    def slow_argmax(self, *args, **kwargs):  # accuracies are computed with argmax: make them slow
+        calls.append(1)
+        time_module.sleep(0.1)
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(torch.Tensor, "argmax", slow_argmax)
+    started = time_module.perf_counter()
+    history = batched_head_sweep(*features, [1e-2, 1e-1], num_epochs=3)[1e-2]
+    wall = time_module.perf_counter() - started
+    assert len(calls) == 6, "train and val accuracy each epoch: 0.6 s of sleep in all"
+    assert history.last["seconds"] < wall - 0.55, (history.column("seconds"), wall)
+
+
+# ------------------------------------------------------------------ best_lr
+
+def _history(*val_accs):
+    return History(dict(epoch=i + 1, val_acc=acc) for i, acc in enumerate(val_accs))
+
+
+def test_best_lr_picks_the_highest_final_val_acc():
+    assert best_lr({1e-4: _history(0.5, 0.8), 1e-3: _history(0.6, 0.9), 1e-2: _history(0.3, 0.1)}) == 1e-3
+    assert best_lr({1e-4: _history(0.2, 0.95, 0.5), 1e-3: _history(0.6, 0.7)}) == 1e-3, "final, not best epoch"
+
+
+def test_best_lr_reads_validation_not_test_accuracy():
+    results = {1e-3: History([dict(val_acc=0.6, test_acc=0.9)]), 1e-2: History([dict(val_acc=0.8, test_acc=0.1)])}
+    assert best_lr(results) == 1e-2
+
+
+def test_best_lr_takes_the_smallest_on_ties():
+    assert best_lr({1e-2: _history(0.9), 1e-3: _history(0.9), 1e-1: _history(0.2)}) == 1e-3
+
+
+def test_best_lr_of_nothing_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        best_lr({})
+
+
+def test_best_lr_on_a_real_sweep(features):
+    results = batched_head_sweep(*features, LRS, num_epochs=3)
+    assert results[best_lr(results)].last["val_acc"] == max(h.last["val_acc"] for h in results.values())
 
 
 # ------------------------------------------------------------------ lr_finder
