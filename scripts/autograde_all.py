@@ -62,7 +62,7 @@ class Options:
     jobs: int = field(default_factory=cores)
     sandbox: bool = True
     wall_limit: int = 900          # seconds per notebook, kernel start included
-    memory: str = "4G"             # address space of the kernel and each process it starts
+    memory: str = "8G"             # address space per process (torch reserves ~4.6 GB for ~1.4 GB used)
     processes: int = 256           # tasks (processes and threads) of one kernel's uid
     tmp_size: str = "512M"         # the sandbox's /tmp
     home_size: str = "512M"        # the sandbox's HOME, which holds the copy of the assignment folder
@@ -260,6 +260,7 @@ def run_batch(root, pairs, force=False, extra=(), opts=None, progress=True):
     running, free_slots = {}, list(range(opts.jobs))
     bar = tqdm(total=len(todo), desc="autograde", unit="submission", disable=not progress or not todo,
                mininterval=1.0)
+    previous = signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the batch as Ctrl-C does
     try:
         while todo or running:
             while todo and free_slots:
@@ -286,8 +287,14 @@ def run_batch(root, pairs, force=False, extra=(), opts=None, progress=True):
             outcomes[pair] = Outcome(False, worker.seconds(), "INTERRUPTED: not recorded; rerun to grade it")
         raise Interrupted(outcomes) from None
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bar.close()
     return outcomes
+
+
+def interrupt(signum, frame):
+    """SIGTERM handler: stop the batch as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def stop(workers, lock):

@@ -142,6 +142,12 @@ def run_all_from_menu(page):
     return cells(page)
 
 
+def show(page, selector):
+    """Scroll the first element matching SELECTOR to the middle of its scrolling area (for the screenshot)."""
+    page.locator(selector).first.evaluate("el => el.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(300)  # let Lab render what scrolled into view
+
+
 def open_dialogs(page):
     """Titles and text of the Lab dialogs and error notifications on screen."""
     return page.locator(".jp-Dialog, .Toastify__toast--error").all_inner_texts()

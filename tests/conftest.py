@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = REPO / "solutions"
 COURSE = REPO / "course"
 # The course's assignments, in teaching order: the single list every check compares solutions/ and course/ with.
-EXPECTED_ASSIGNMENTS = ("01_freezing", "02_head_only", "03_staged_unfreezing", "04_learning_rates", "05_review")
+EXPECTED_ASSIGNMENTS = ("01_freezing", "02_head_only", "03_staged_unfreezing", "04_learning_rates", "05_review",
+                        "06_parameter_efficient")
 PROBE = "zz_grading_probe"          # tiny assignment the tests create for the hostile cases (never committed)
 PROBE_TIMEOUT = 10                  # per-cell timeout (s) while autograding the probe: the infinite loop hits it
 AUTOGRADE_SECONDS = {}              # (student, assignment) -> seconds, filled by real_course, printed at the end

@@ -3,7 +3,7 @@
 The full profile's real code path — torchvision's ResNet-18 loaded through the weights API from a file placed in
 $TORCH_HOME, Flowers-102 photos from the decode-once uint8 cache, ImageNet normalisation, batch crops and flips,
 ResNet layer groups — on a 10-class stand-in for Flowers-102, with the budgets shrunk by $FINETUNE_OVERRIDES so
-that all five notebooks run in about 35 seconds. Network access fails fast (a dead proxy), so a download attempt
+that the five original notebooks run in about 35 seconds. Network access fails fast (a dead proxy), so a download attempt
 fails the test. The numbers these runs print mean nothing (random weights, 30 photos); that the code runs does.
 """
 import colorsys

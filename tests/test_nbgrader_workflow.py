@@ -76,7 +76,7 @@ def leaks(text, secrets, markers=MARKERS):
 # ---------------------------------------------------------------- layout and generation (fast)
 
 def test_expected_assignments_exist():
-    """solutions/ and course/ hold exactly the course's five assignments."""
+    """solutions/ and course/ hold exactly the course's assignments (EXPECTED_ASSIGNMENTS)."""
     for folder in (SOLUTIONS, COURSE):
         found = assignment_names(folder)
         assert tuple(found) == EXPECTED_ASSIGNMENTS, (

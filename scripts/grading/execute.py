@@ -67,13 +67,11 @@ class SandboxedExecute(Execute):
                                  "cell's megabytes of output take longer on a busy machine)").tag(config=True)
 
     def __init__(self, *args, **kwargs):
-        if kwargs.get("sandbox", True) and "kernel_manager_class" not in kwargs:
-            from .sandbox import SandboxKernelManager
-            kwargs["kernel_manager_class"] = SandboxKernelManager
         super().__init__(*args, **kwargs)
-        if not self.sandbox:
-            from jupyter_client.manager import AsyncKernelManager
-            self.kernel_manager_class = AsyncKernelManager
+        from jupyter_client.manager import AsyncKernelManager
+
+        from .sandbox import SandboxKernelManager
+        self.kernel_manager_class = SandboxKernelManager if self.sandbox else AsyncKernelManager
 
     def preprocess(self, nb, resources=None, km=None):
         """Execute NB with the gradebook lock released; record limits hit in the report."""

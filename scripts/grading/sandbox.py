@@ -116,6 +116,7 @@ def sandbox_args(*, tmp_size, home_size, uid=None, read_only=()):
     system_mounts(b)
     python_mounts(b, read_only)
     b.args += ["--proc", "/proc", "--dev", "/dev"]
+    b.add("--tmpfs", dest="/dev/shm", perms="1777", size=tmp_size)  # joblib/multiprocessing semaphores
     b.add("--tmpfs", dest="/tmp", perms="1777", size=tmp_size)
     b.add("--tmpfs", dest=HOME, perms="1777", size=home_size)
     b.add("--tmpfs", dest=RUN, perms="1777", size=1 << 20)
@@ -197,7 +198,7 @@ def read_child_pid(fd, proc, log_path, timeout=60):
 class SandboxKernelManager(AsyncKernelManager):
     """An AsyncKernelManager that starts the kernel inside bubblewrap, with ipc transport and resource limits."""
 
-    memory_limit = Unicode("4G", help="address-space limit of the kernel and each process it starts").tag(
+    memory_limit = Unicode("8G", help="address-space limit of the kernel and each process it starts").tag(
         config=True)
     process_limit = Int(256, help="tasks (processes + threads) the kernel's uid may have").tag(config=True)
     tmp_size = Unicode("512M", help="size of the sandbox's /tmp (tmpfs)").tag(config=True)
