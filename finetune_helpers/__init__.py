@@ -9,7 +9,7 @@ from .adapters import (LoRA, add_lora, lora_targets, merge_lora, peft_lora, save
 from .checkpoints import load_model, save_model
 from .data import TensorLoader, feature_loader, load_data, make_loaders
 from .device import get_device, set_seed, synchronize
-from .diagnostics import group_changes, weight_drift
+from .diagnostics import accuracy_se, group_changes, weight_drift
 from .freezing import (changed_frozen, count_params, freeze, freeze_all_but_head, set_bn_eval, snapshot,
                        trainable_parameters, unfreeze)
 from .models import (build_model, head_of, imagenet_categories, layer_groups, load_backbone, replace_head,

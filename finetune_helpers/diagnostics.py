@@ -1,4 +1,5 @@
-"""Diagnostics: how far each layer group's weights moved from their pretrained values (03, 04, 05)."""
+"""Diagnostics: how far each layer group's weights moved from their pretrained values (03, 04, 05), and how
+much an accuracy measured on a few hundred images can be trusted (03, 06)."""
 import math
 
 import torch
@@ -31,3 +32,11 @@ def group_changes(model, before):
 def weight_drift(model, before):
     """{group name: ‖W−W₀‖/‖W₀‖} over each layer group's parameters (BN statistics excluded) (03, 04)."""
     return {group: drift for group, (drift, _) in group_changes(model, before).items()}
+
+
+def accuracy_se(acc, n):
+    """Standard error of an accuracy measured on `n` examples (Agresti-Coull: not 0 at 0% or 100%)."""
+    if n < 1 or not 0 <= acc <= 1:
+        raise ValueError(f"accuracy_se needs 0 <= acc <= 1 and n >= 1, got acc={acc!r}, n={n!r}.")
+    p = (acc * n + 2) / (n + 4)
+    return math.sqrt(p * (1 - p) / (n + 4))

@@ -13,7 +13,8 @@ from conftest import REPO
 ARTIFACTS = REPO / "test-artifacts" / "browser"  # screenshots and console logs (git-ignored; CI keeps the folder)
 CHROMIUM = "/usr/bin/chromium"                   # Debian's package (scripts/install_system_packages.sh)
 # Playwright already starts Chromium headless, without the sandbox (needed as root) and with a fresh, temporary
-# user-data-dir; these keep it off the GPU and the closed network (see README, "Tests in a real browser").
+# user-data-dir; these keep it off the GPU and off the network (offline, Chromium's background connections to
+# Google's services are refused, many at a time, and its start-up look-ups fail).
 CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 1000}
@@ -25,7 +26,8 @@ BENIGN_CONSOLE_ERRORS = (
     # no setting changes it). CI and this machine are offline, so the script fails to load and formgrade.js then
     # reads the missing global. Online it loads; offline only math rendering and formgrader's keyboard shortcuts
     # are lost (scores and comments still save: test_formgrader_* grades through the page).
-    re.compile(r"^Failed to load resource: net::ERR_NAME_NOT_RESOLVED @ https://cdnjs\.cloudflare\.com/ajax/libs/mathjax/"),
+    re.compile(r"^Failed to load resource: net::ERR_NAME_NOT_RESOLVED "
+               r"@ https://cdnjs\.cloudflare\.com/ajax/libs/mathjax/"),
     re.compile(r"^pageerror: MathJax is not defined"),
 )
 
@@ -88,14 +90,16 @@ def recorded_page(context, name):
 # For each cell in the notebook's DOM (all of them are in it in Lab's default windowing mode, "contentVisibility"):
 # index, kind, the input prompt ("[3]:", "[*]:", "[ ]:"), the text of each output shown as stderr (Lab renders
 # errors that way, with the traceback), and how many images in the outputs have actually decoded.
-CELLS_JS = """() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')].map(c => ({
+CELLS_JS = """() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')]
+  .map(c => ({
     index: Number(c.dataset.windowedListIndex),
     kind: c.classList.contains('jp-CodeCell') ? 'code' : c.classList.contains('jp-MarkdownCell') ? 'markdown' : 'raw',
     rendered: c.classList.contains('jp-CodeCell') || !!c.querySelector('.jp-MarkdownOutput, .jp-RenderedMarkdown'),
     prompt: (c.querySelector('.jp-InputArea-prompt') || {}).textContent || '',
     stderr: [...c.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
         .map(o => o.textContent),
-    images: [...c.querySelectorAll('.jp-OutputArea-output img')].filter(i => i.complete && i.naturalWidth > 0).length,
+    images: [...c.querySelectorAll('.jp-OutputArea-output img')]
+        .filter(i => i.complete && i.naturalWidth > 0).length,
 })).sort((a, b) => a.index - b.index)"""
 
 ERROR_LINE = re.compile(r"^\s*[\w.]*(Error|Exception|Interrupt|Exit)\b", re.M)
@@ -144,8 +148,9 @@ def run_all_from_menu(page):
 
 def show(page, selector):
     """Scroll the first element matching SELECTOR to the middle of its scrolling area (for the screenshot)."""
-    page.locator(selector).first.evaluate("el => el.scrollIntoView({block: 'center'})")
-    page.wait_for_timeout(300)  # let Lab render what scrolled into view
+    for _ in range(2):  # cells off screen have estimated heights until rendered: the second pass lands right
+        page.locator(selector).first.evaluate("el => el.scrollIntoView({block: 'center'})")
+        page.wait_for_timeout(500)
 
 
 def open_dialogs(page):

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from finetune_helpers import diagnostics
 from finetune_helpers.diagnostics import group_changes, weight_drift
 from finetune_helpers.freezing import snapshot
 from finetune_helpers.models import layer_groups, load_backbone, replace_head
@@ -90,3 +91,13 @@ def test_group_changes_sees_bn_statistics_and_a_replaced_head():
     assert changes["stem"] == (0.0, False)
     drift, changed = changes["fc"]
     assert math.isnan(drift) and changed, "a head of another shape has nothing to compare with"
+
+
+def test_accuracy_se_is_the_binomial_error_and_never_zero():
+    se = diagnostics.accuracy_se(0.9, 200)
+    assert se == pytest.approx(math.sqrt(0.9 * 0.1 / 200), rel=0.05)  # close to the plain formula mid-range
+    assert diagnostics.accuracy_se(1.0, 40) > 0 and diagnostics.accuracy_se(0.0, 40) > 0
+    assert diagnostics.accuracy_se(0.5, 1000) < diagnostics.accuracy_se(0.5, 100)
+    for acc, n in ((1.2, 10), (0.5, 0)):
+        with pytest.raises(ValueError, match="accuracy_se"):
+            diagnostics.accuracy_se(acc, n)

@@ -4,7 +4,8 @@ The full profile's real code path — torchvision's ResNet-18 loaded through the
 $TORCH_HOME, Flowers-102 photos from the decode-once uint8 cache, ImageNet normalisation, batch crops and flips,
 ResNet layer groups — on a 10-class stand-in for Flowers-102, with the budgets shrunk by $FINETUNE_OVERRIDES so
 that the five original notebooks run in about 35 seconds. Network access fails fast (a dead proxy), so a download attempt
-fails the test. The numbers these runs print mean nothing (random weights, 30 photos); that the code runs does.
+fails the test. The numbers these runs print mean nothing (random weights, 3 of 10 photos per class drawn); that
+the code runs does.
 """
 import colorsys
 import os
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_fixtures import write_fake_flowers  # noqa: E402
 
 NUM_CLASSES = 10
-PER_SPLIT = {"trnid": 3, "valid": 3, "tstid": 4}  # per class: 3 training photos (all drawn), 3 val, 4 test
+PER_SPLIT = {"trnid": 10, "valid": 3, "tstid": 4}  # per class: 10 training photos as in Flowers-102, 3 val, 4 test
 OVERRIDES = "image_size=32,labels_per_class=3,batch_size=8,num_epochs=2"
 DEAD_PROXY = "http://127.0.0.1:9"                 # the discard port: any download is refused at once
 

@@ -126,7 +126,7 @@ def _try(fn, notes, name):
 
 def run_pipeline(size="full", device=None, seed=0, compile_model=False, workdir=None):
     """Time the tutorial loop vs the course pipeline, frozen vs cached heads, one-by-one vs batched sweeps."""
-    from .photos import cache_size_for, decode_images, read_bytes
+    from ..photos import cache_size_for, decode_images, read_bytes
     cfg = dict(PIPELINE_SIZES[size])
     device = torch.device(device or get_device())
     on_cuda = device.type == "cuda"
